@@ -1,0 +1,1 @@
+"""Taichi kernels of dpengine. Nothing here calls ti.init; callers do (dpengine.backend)."""

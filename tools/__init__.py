@@ -1,0 +1,1 @@
+"""dpengine tools: training, DP-GEN, RiD, TI, analysis, benchmarks."""
