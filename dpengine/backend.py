@@ -1,0 +1,35 @@
+"""Taichi start-up, done once per process by whoever first needs a kernel.
+
+Taichi allows a single active runtime per process. ``init_taichi`` starts it on the
+requested architecture and remembers which one; asking for another architecture later
+re-initialises (which invalidates compiled kernels, so the engine asks once per run).
+"""
+from __future__ import annotations
+
+import os
+
+import taichi as ti
+
+_ACTIVE: dict[str, object] = {"arch": None}
+
+
+def init_taichi(device: str = "cpu", threads: int | None = None) -> str:
+    """Start Taichi for ``device`` ("cpu" or "cuda") unless it already runs there.
+
+    On CUDA the device memory Taichi preallocates is kept small (``device_memory_GB``
+    = 0.5) so that PyTorch owns the GPU; Taichi kernels read torch tensors in place.
+    Returns the architecture name now active.
+    """
+    want = "cuda" if str(device).startswith("cuda") else "cpu"
+    if _ACTIVE["arch"] == want:
+        return want
+    kwargs: dict[str, object] = dict(default_fp=ti.f64, default_ip=ti.i32, offline_cache=True,
+                                     log_level=ti.ERROR, debug=False)
+    if want == "cuda":
+        kwargs.update(arch=ti.cuda, device_memory_GB=0.5)
+    else:
+        n = threads or int(os.environ.get("DPENGINE_THREADS", "0")) or (os.cpu_count() or 1)
+        kwargs.update(arch=ti.cpu, cpu_max_num_threads=n)
+    ti.init(**kwargs)
+    _ACTIVE["arch"] = want
+    return want

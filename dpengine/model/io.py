@@ -1,0 +1,63 @@
+"""dpengine model files: a TorchScript ``DeepPotSE`` plus JSON metadata in one ``.pt``.
+
+The metadata (``dpengine.json`` inside the TorchScript archive) holds the type map,
+cutoffs, sel, network sizes, the precision the model was made in, the dpengine
+version, and where the model came from (training input or imported file).
+"""
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from dpengine import __version__
+from dpengine.model.network import DeepPotSE
+
+MODEL_FORMAT = "dpengine/se_e2_a/1"
+_META = "dpengine.json"
+
+
+def save_model(module: DeepPotSE, path: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Script ``module`` and write it with its metadata to ``path`` (atomically)."""
+    meta = dict(format=MODEL_FORMAT, descriptor="se_e2_a", dpengine_version=__version__,
+                precision=str(module.davg.dtype).replace("torch.", ""), **module.hyper)
+    meta.update(extra or {})
+    scripted = torch.jit.script(module)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.jit.save(scripted, str(tmp), _extra_files={_META: json.dumps(meta, indent=1)})
+    os.replace(tmp, path)
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The metadata of a dpengine model file; ValueError if ``path`` is not one."""
+    files = {_META: ""}
+    try:
+        torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+    except Exception as exc:  # torch raises RuntimeError with a long C++ trace
+        raise ValueError(f"{path}: not a TorchScript model file ({str(exc).splitlines()[0]})") from None
+    if not files[_META]:
+        raise ValueError(f"{path}: a TorchScript file but not a dpengine model (no {_META}); "
+                         "convert DeePMD-kit models with `dpengine import-deepmd`")
+    return json.loads(files[_META])
+
+
+def load_network(path: str | os.PathLike, device: str = "cpu",
+                 dtype: torch.dtype = torch.float64) -> tuple[torch.jit.ScriptModule, dict]:
+    """Load the TorchScript network of a dpengine model file on ``device`` in ``dtype``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    files = {_META: ""}
+    try:
+        net = torch.jit.load(str(path), map_location=device, _extra_files=files)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a TorchScript model file ({str(exc).splitlines()[0]})") from None
+    if not files[_META]:
+        raise ValueError(f"{path}: a TorchScript file but not a dpengine model (no {_META}); "
+                         "convert DeePMD-kit models with `dpengine import-deepmd`")
+    meta = json.loads(files[_META])
+    net = net.to(dtype)
+    net.eval()
+    return net, meta

@@ -1,0 +1,195 @@
+"""The DeepPot-SE (se_e2_a) networks as a TorchScript-able module.
+
+The module maps the *raw* environment matrix of every atom to atomic energies:
+
+    R[i, k] = (s, s·x/r, s·y/r, s·z/r)           for slot k of atom i   [N, nnei, 4]
+    R̂ = (R − davg[t_i]) / dstd[t_i]                                      (slot by slot)
+    G_t = N_emb,t(R̂[:, block t, 0])                                       [N, sel_t, M]
+    T = Σ_t R̂_tᵀ G_t / nnei                                               [N, 4, M]
+    D = (Tᵀ T[:, :, :M2]) flattened                                        [N, M·M2]
+    e_i = N_fit,t_i(D_i) + bias[t_i]                                       eV
+
+Slots are grouped in blocks of ``sel[t]`` per neighbour type t; padded slots hold
+R = 0 (so R̂ = −davg/dstd there, exactly as DeePMD-kit). The embedding net is chosen by
+neighbour type (``type_one_side``) or by (neighbour type, centre type) with index
+``t_j * ntypes + t_i`` (DeePMD-kit's order). Geometry (positions → R and ∂R/∂r) lives
+elsewhere: the Taichi kernels for MD, ``dpengine.model.reference`` for the differentiable
+reference path; both feed this same module, so training and MD can never disagree.
+"""
+import math
+from typing import List
+
+import torch
+from torch import nn
+
+
+class DenseLayer(nn.Module):
+    """y = act(x·W + b) [· idt] [+ x or + (x, x)].
+
+    The residual is added when ``resnet`` and the output width equals the input width
+    (+x) or doubles it (+[x, x]), DeePMD-kit's rule. ``idt`` multiplies the activated
+    output before the residual when ``use_idt`` ("resnet_dt").
+    """
+
+    activation: str
+    resnet: bool
+    use_idt: bool
+
+    def __init__(self, n_in: int, n_out: int, activation: str = "tanh", resnet: bool = False,
+                 use_idt: bool = False, dtype: torch.dtype = torch.float64):
+        super().__init__()
+        self.matrix = nn.Parameter(torch.zeros(n_in, n_out, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(n_out, dtype=dtype))
+        self.idt = nn.Parameter(torch.ones(n_out if use_idt else 0, dtype=dtype))
+        self.activation = activation
+        self.resnet = resnet
+        self.use_idt = use_idt
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.matmul(x, self.matrix) + self.bias
+        if self.activation == "tanh":
+            y = torch.tanh(y)
+        elif self.activation == "gelu":
+            y = torch.nn.functional.gelu(y, approximate="tanh")
+        elif self.activation == "relu":
+            y = torch.relu(y)
+        elif self.activation == "softplus":
+            y = torch.nn.functional.softplus(y)
+        elif self.activation == "sigmoid":
+            y = torch.sigmoid(y)
+        # "linear": identity
+        if self.use_idt:
+            y = y * self.idt
+        if self.resnet:
+            n_in = x.shape[-1]
+            n_out = y.shape[-1]
+            if n_in == n_out:
+                y = y + x
+            elif 2 * n_in == n_out:
+                y = y + torch.cat([x, x], -1)
+        return y
+
+
+ACTIVATIONS = ("tanh", "gelu", "relu", "softplus", "sigmoid", "linear")
+
+
+class MLP(nn.Module):
+    """A stack of ``DenseLayer``s."""
+
+    def __init__(self, layers: List[DenseLayer]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def embedding_net(neuron: List[int], resnet_dt: bool, activation: str, dtype: torch.dtype) -> MLP:
+    """1 → neuron[0] → … → neuron[-1], every layer activated, residual where widths allow."""
+    widths = [1] + list(neuron)
+    return MLP([DenseLayer(widths[k], widths[k + 1], activation, True, resnet_dt, dtype)
+                for k in range(len(neuron))])
+
+
+def fitting_net(n_in: int, neuron: List[int], resnet_dt: bool, activation: str,
+                dtype: torch.dtype) -> MLP:
+    """n_in → neuron… → 1; hidden layers activated (residual on equal widths), output linear."""
+    widths = [n_in] + list(neuron)
+    layers = [DenseLayer(widths[k], widths[k + 1], activation, True, resnet_dt, dtype)
+              for k in range(len(neuron))]
+    layers.append(DenseLayer(widths[-1], 1, "linear", False, False, dtype))
+    return MLP(layers)
+
+
+class DeepPotSE(nn.Module):
+    """se_e2_a descriptor + per-type fitting nets: raw environment matrix → atomic energies.
+
+    forward(env [N, nnei, 4] raw environment matrix, types [N] int64) → atom_energy [N] (eV).
+    """
+
+    ntypes: int
+    nnei: int
+    rcut: float
+    rcut_smth: float
+    axis_neuron: int
+    type_one_side: bool
+    sel: List[int]
+    sec: List[int]
+    type_map: List[str]
+    __jit_ignored_attributes__ = ["hyper"]
+
+    def __init__(self, type_map: List[str], sel: List[int], rcut: float, rcut_smth: float,
+                 neuron: List[int], axis_neuron: int, fitting_neuron: List[int],
+                 type_one_side: bool = True, embedding_resnet_dt: bool = False,
+                 fitting_resnet_dt: bool = True, activation: str = "tanh",
+                 dtype: torch.dtype = torch.float64):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r} is not one of {ACTIVATIONS}")
+        if len(sel) != len(type_map):
+            raise ValueError(f"sel has {len(sel)} entries but type_map has {len(type_map)}")
+        self.type_map = list(type_map)
+        self.ntypes = len(type_map)
+        self.sel = [int(s) for s in sel]
+        self.sec = [0]
+        for s in self.sel:
+            self.sec.append(self.sec[-1] + s)
+        self.nnei = self.sec[-1]
+        self.rcut = float(rcut)
+        self.rcut_smth = float(rcut_smth)
+        self.axis_neuron = int(axis_neuron)
+        self.type_one_side = bool(type_one_side)
+        n_emb = self.ntypes if type_one_side else self.ntypes * self.ntypes
+        self.embeddings = nn.ModuleList(
+            [embedding_net(neuron, embedding_resnet_dt, activation, dtype) for _ in range(n_emb)])
+        self.fittings = nn.ModuleList(
+            [fitting_net(neuron[-1] * axis_neuron, fitting_neuron, fitting_resnet_dt, activation,
+                         dtype) for _ in range(self.ntypes)])
+        self.register_buffer("davg", torch.zeros(self.ntypes, self.nnei, 4, dtype=dtype))
+        self.register_buffer("dstd", torch.ones(self.ntypes, self.nnei, 4, dtype=dtype))
+        self.register_buffer("energy_bias", torch.zeros(self.ntypes, dtype=dtype))
+        self.hyper = dict(type_map=list(type_map), sel=self.sel, rcut=self.rcut,
+                          rcut_smth=self.rcut_smth, neuron=list(neuron), axis_neuron=axis_neuron,
+                          fitting_neuron=list(fitting_neuron), type_one_side=self.type_one_side,
+                          embedding_resnet_dt=embedding_resnet_dt,
+                          fitting_resnet_dt=fitting_resnet_dt, activation=activation)
+
+    @torch.jit.export
+    def descriptor(self, env: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        """D [N, M·M2] from the raw environment matrix env [N, nnei, 4]."""
+        n_atoms = env.shape[0]
+        env_hat = (env - self.davg[types]) / self.dstd[types]
+        t_mat = torch.zeros(0, dtype=env.dtype, device=env.device)
+        for k, net in enumerate(self.embeddings):
+            if self.type_one_side:
+                t_j = k
+                rows = env_hat[:, self.sec[t_j]:self.sec[t_j + 1], :]
+                g = net(rows[:, :, :1])
+                contrib = torch.matmul(rows.transpose(1, 2), g)            # [N, 4, M]
+                t_mat = contrib if t_mat.numel() == 0 else t_mat + contrib
+            else:
+                t_j = k // self.ntypes
+                t_i = k % self.ntypes
+                idx = torch.nonzero(types == t_i).squeeze(1)
+                rows = env_hat.index_select(0, idx)[:, self.sec[t_j]:self.sec[t_j + 1], :]
+                g = net(rows[:, :, :1])
+                contrib = torch.matmul(rows.transpose(1, 2), g)
+                if t_mat.numel() == 0:
+                    t_mat = torch.zeros(n_atoms, 4, contrib.shape[2], dtype=env.dtype,
+                                        device=env.device)
+                t_mat = t_mat.index_add(0, idx, contrib)
+        t_mat = t_mat / self.nnei
+        d = torch.matmul(t_mat.transpose(1, 2), t_mat[:, :, :self.axis_neuron])  # [N, M, M2]
+        return d.reshape(n_atoms, -1)
+
+    def forward(self, env: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        d = self.descriptor(env, types)
+        energy = torch.zeros(env.shape[0], dtype=env.dtype, device=env.device)
+        for t, net in enumerate(self.fittings):
+            idx = torch.nonzero(types == t).squeeze(1)
+            if idx.numel() > 0:
+                e_t = net(d.index_select(0, idx)).squeeze(1) + self.energy_bias[t]
+                energy = energy.index_put((idx,), e_t)
+        return energy
