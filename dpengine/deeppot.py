@@ -1,0 +1,111 @@
+"""The Deep Potential (se_e2_a) on the fast path: Taichi geometry, TorchScript networks.
+
+One force call:
+  1. ``build_env`` (Taichi): Verlet list → slots, r_ij and the raw environment matrix R.
+  2. networks (TorchScript, float64 or float32): atomic energies e_i(R), and
+     g = ∂E/∂R by torch autograd.
+  3. ``assemble_forces`` (Taichi): F = −Σ gᵀ ∂R/∂r, W = −Σ r ⊗ gᵀ ∂R/∂r.
+Geometry and force assembly stay in float64 whatever the network precision.
+"""
+import warnings
+
+import torch
+
+from dpengine.backend import init_taichi
+from dpengine.model.io import load_network
+from dpengine.potential import PotentialResult
+
+PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
+
+
+class DeepPotential:
+    """A dpengine model file as a ``Potential``.
+
+    Attributes: ``type_map`` (element names), ``cutoff`` (r_c, Å), ``sel``,
+    ``metadata`` (the model file's JSON), ``sel_overflow`` (atoms that had more
+    neighbours of some type than ``sel`` at the last call) and ``max_neighbors``
+    (largest per-type count seen at the last call).
+    """
+
+    def __init__(self, path, device: str = "cpu", precision: str = "float64"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        self.device = torch.device(device)
+        init_taichi(self.device.type)
+        self.dtype = PRECISIONS[precision]
+        self.path = str(path)
+        self.net, self.metadata = load_network(path, str(self.device), self.dtype)
+        self.type_map = list(self.metadata["type_map"])
+        self.sel = [int(s) for s in self.metadata["sel"]]
+        self.cutoff = float(self.metadata["rcut"])
+        self.rcut_smth = float(self.metadata["rcut_smth"])
+        sec = [0]
+        for s in self.sel:
+            sec.append(sec[-1] + s)
+        self.nnei = sec[-1]
+        self._sec = torch.tensor(sec, dtype=torch.int32, device=self.device)
+        self._sel = torch.tensor(self.sel, dtype=torch.int32, device=self.device)
+        # Slot order inside a type block only matters if the statistics differ between
+        # slots of one block; then sort by distance exactly as DeePMD-kit does.
+        self.sort_slots = int(not self._block_uniform(self.net.davg)
+                              or not self._block_uniform(self.net.dstd))
+        self.sel_overflow = 0
+        self.max_neighbors = [0] * len(self.sel)
+        self._warned_overflow = False
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def _block_uniform(self, stat: torch.Tensor) -> bool:
+        for t in range(len(self.sel)):
+            block = stat[:, int(self._sec[t]):int(self._sec[t + 1])]
+            if block.numel() and not torch.equal(block, block[:, :1].expand_as(block)):
+                return False
+        return True
+
+    def _buffer(self, name: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+        buf = self._buffers.get(name)
+        if buf is None or tuple(buf.shape) != shape:
+            buf = torch.empty(shape, dtype=dtype, device=self.device)
+            self._buffers[name] = buf
+        return buf
+
+    def compute(self, positions, box, types, nlist, atom_energy: bool = False) -> PotentialResult:
+        from taichi_kernels.se_a import assemble_forces, build_env
+
+        n = positions.shape[0]
+        ntypes = len(self.sel)
+        slot_j = self._buffer("slot_j", (n, self.nnei), torch.int32)
+        slot_rij = self._buffer("slot_rij", (n, self.nnei, 3), torch.float64)
+        env = self._buffer("env", (n, self.nnei, 4), torch.float64)
+        type_counts = self._buffer("type_counts", (n, ntypes), torch.int32)
+        forces = self._buffer("forces", (n, 3), torch.float64)
+        pair_grad = self._buffer("pair_grad", (n, self.nnei, 3), torch.float64)
+        atom_virial = self._buffer("atom_virial", (n, 3, 3), torch.float64)
+        box_arg = box if box is not None else self._buffer("nobox", (3, 3), torch.float64).zero_()
+        build_env(positions, box_arg, nlist.neighbors, nlist.images, nlist.counts, types,
+                  self._sec, self.cutoff, self.rcut_smth, int(box is not None), self.sort_slots,
+                  slot_j, slot_rij, env, type_counts)
+        self._check_overflow(type_counts)
+        env_in = env.to(self.dtype).requires_grad_(True)
+        types64 = types.to(torch.int64)
+        with torch.enable_grad():
+            e_atom = self.net(env_in, types64)
+            energy = e_atom.sum()
+            (grad,) = torch.autograd.grad(energy, env_in)
+        assemble_forces(slot_j, slot_rij, grad.contiguous(), self.cutoff, self.rcut_smth,
+                        pair_grad, forces, atom_virial, self.device.type == "cpu")
+        return PotentialResult(energy.detach().to(torch.float64), forces.clone(),
+                               atom_virial.sum(dim=0),
+                               e_atom.detach().to(torch.float64) if atom_energy else None)
+
+    def _check_overflow(self, type_counts: torch.Tensor) -> None:
+        over = type_counts > self._sel
+        self.sel_overflow = int(over.any(dim=1).sum())
+        self.max_neighbors = type_counts.max(dim=0).values.tolist() if len(type_counts) else []
+        if self.sel_overflow and not self._warned_overflow:
+            self._warned_overflow = True
+            detail = ", ".join(f"{name}: {m} > sel {s}" for name, m, s in
+                               zip(self.type_map, self.max_neighbors, self.sel) if m > s)
+            warnings.warn(f"{self.path}: {self.sel_overflow} atoms have more neighbours than the "
+                          f"model's sel ({detail}); the nearest are kept, as DeePMD-kit does. "
+                          "The thermo log counts such atoms in its sel_overflow column.",
+                          RuntimeWarning, stacklevel=2)

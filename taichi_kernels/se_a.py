@@ -1,0 +1,194 @@
+"""se_e2_a geometry kernels: environment matrix from a Verlet list, and force/virial assembly.
+
+Slot layout: atom i owns ``nnei = Σ_t sel[t]`` slots, in blocks ``[sec[t], sec[t+1])`` per
+neighbour type t. A neighbour (j, n) at r_ij = x_j − x_i + n·box with |r_ij| < r_c goes to
+its type's block; when a type has more than sel[t] neighbours, the nearest sel[t] are kept
+(DeePMD-kit's rule) and the true count is reported. Empty slots hold j = −1 and r_ij = 0.
+
+Environment row and its Jacobian (d = r_ij, r = |d|):
+    sw(r) = 1 (r < r_s);  u³(−6u² + 15u − 10) + 1 (r_s ≤ r < r_c);  0 (r ≥ r_c)
+    R = (sw/r, sw·d/r²)
+    ∂(sw/r)/∂d      = (sw'/r − sw/r²) d/r
+    ∂(sw·d_a/r²)/∂d_b = sw δ_ab / r² + d_a (sw'/r² − 2 sw/r³) d_b / r
+"""
+import taichi as ti
+
+Vec3 = ti.types.vector(3, ti.f64)
+Vec4 = ti.types.vector(4, ti.f64)
+Mat43 = ti.types.matrix(4, 3, ti.f64)
+
+
+@ti.func
+def smooth_switch(r: ti.f64, rcut: ti.f64, rcut_smth: ti.f64):
+    """(sw, dsw/dr) of DeePMD-kit's fifth-order switch between r_s and r_c."""
+    sw = 0.0
+    dsw = 0.0
+    if r < rcut_smth:
+        sw = 1.0
+    elif r < rcut:
+        width = rcut - rcut_smth
+        u = (r - rcut_smth) / width
+        u2 = u * u
+        sw = u2 * u * (-6.0 * u2 + 15.0 * u - 10.0) + 1.0
+        dsw = (-30.0 * u2 * u2 + 60.0 * u2 * u - 30.0 * u2) / width
+    return sw, dsw
+
+
+@ti.func
+def env_row(d: Vec3, rcut: ti.f64, rcut_smth: ti.f64) -> Vec4:
+    r2 = d.dot(d)
+    r = ti.sqrt(r2)
+    sw, dsw = smooth_switch(r, rcut, rcut_smth)
+    return Vec4(sw / r, sw * d[0] / r2, sw * d[1] / r2, sw * d[2] / r2)
+
+
+@ti.func
+def env_jacobian(d: Vec3, rcut: ti.f64, rcut_smth: ti.f64) -> Mat43:
+    """∂R/∂d, a 4×3 matrix, for one neighbour at displacement d (Å⁻², Å⁻³)."""
+    r2 = d.dot(d)
+    r = ti.sqrt(r2)
+    sw, dsw = smooth_switch(r, rcut, rcut_smth)
+    jac = Mat43(0.0)
+    c0 = (dsw / r - sw / r2) / r
+    c1 = (dsw / r2 - 2.0 * sw / (r2 * r)) / r
+    for b in ti.static(range(3)):
+        jac[0, b] = c0 * d[b]
+        for a in ti.static(range(3)):
+            jac[a + 1, b] = c1 * d[a] * d[b]
+        jac[b + 1, b] += sw / r2
+    return jac
+
+
+@ti.kernel
+def build_env(positions: ti.types.ndarray(ndim=2), box: ti.types.ndarray(ndim=2),
+              neighbors: ti.types.ndarray(ndim=2), images: ti.types.ndarray(ndim=3),
+              counts: ti.types.ndarray(ndim=1), types: ti.types.ndarray(ndim=1),
+              sec: ti.types.ndarray(ndim=1), rcut: ti.f64, rcut_smth: ti.f64,
+              periodic: ti.i32, sort_slots: ti.i32,
+              slot_j: ti.types.ndarray(ndim=2), slot_rij: ti.types.ndarray(ndim=3),
+              env: ti.types.ndarray(ndim=3), type_counts: ti.types.ndarray(ndim=2)):
+    """Fill the slots of every atom and their raw environment rows.
+
+    positions [N,3] Å; box [3,3] rows = cell vectors (ignored unless periodic);
+    neighbors [N,C] int32, images [N,C,3] int32, counts [N] int32 (the Verlet list);
+    types [N] int32; sec [ntypes+1] int32 block offsets. Out: slot_j [N,nnei] int32,
+    slot_rij [N,nnei,3] Å, env [N,nnei,4] (Å⁻¹), type_counts [N,ntypes] int32 = number
+    of neighbours of each type inside r_c (may exceed sel).
+    """
+    ntypes = sec.shape[0] - 1
+    nnei = slot_j.shape[1]
+    rc2 = rcut * rcut
+    for i in range(positions.shape[0]):
+        xi = Vec3(positions[i, 0], positions[i, 1], positions[i, 2])
+        for t in range(ntypes):
+            type_counts[i, t] = 0
+        for k in range(counts[i]):
+            j = neighbors[i, k]
+            d = Vec3(positions[j, 0], positions[j, 1], positions[j, 2]) - xi
+            if periodic:
+                for a in ti.static(range(3)):
+                    d += ti.cast(images[i, k, a], ti.f64) * Vec3(box[a, 0], box[a, 1], box[a, 2])
+            r2 = d.dot(d)
+            if r2 < rc2:
+                t = types[j]
+                c = type_counts[i, t]
+                type_counts[i, t] = c + 1
+                base = sec[t]
+                cap = sec[t + 1] - base
+                if c < cap:
+                    slot_j[i, base + c] = j
+                    for a in ti.static(range(3)):
+                        slot_rij[i, base + c, a] = d[a]
+                else:  # more than sel[t]: keep the nearest, replace the farthest kept one
+                    far = -1
+                    far_r2 = r2
+                    for s in range(base, base + cap):
+                        rs2 = (slot_rij[i, s, 0] ** 2 + slot_rij[i, s, 1] ** 2
+                               + slot_rij[i, s, 2] ** 2)
+                        if rs2 > far_r2:
+                            far_r2 = rs2
+                            far = s
+                    if far >= 0:
+                        slot_j[i, far] = j
+                        for a in ti.static(range(3)):
+                            slot_rij[i, far, a] = d[a]
+        for t in range(ntypes):
+            base = sec[t]
+            cap = sec[t + 1] - base
+            filled = ti.min(type_counts[i, t], cap)
+            for s in range(base + filled, base + cap):
+                slot_j[i, s] = -1
+                for a in ti.static(range(3)):
+                    slot_rij[i, s, a] = 0.0
+            if sort_slots:  # insertion sort of the filled part by distance
+                for s in range(base + 1, base + filled):
+                    key_j = slot_j[i, s]
+                    key = Vec3(slot_rij[i, s, 0], slot_rij[i, s, 1], slot_rij[i, s, 2])
+                    key_r2 = key.dot(key)
+                    q = s - 1
+                    while q >= base:
+                        rq2 = (slot_rij[i, q, 0] ** 2 + slot_rij[i, q, 1] ** 2
+                               + slot_rij[i, q, 2] ** 2)
+                        if rq2 <= key_r2:
+                            break
+                        slot_j[i, q + 1] = slot_j[i, q]
+                        for a in ti.static(range(3)):
+                            slot_rij[i, q + 1, a] = slot_rij[i, q, a]
+                        q -= 1
+                    slot_j[i, q + 1] = key_j
+                    for a in ti.static(range(3)):
+                        slot_rij[i, q + 1, a] = key[a]
+        for s in range(nnei):
+            row = Vec4(0.0)
+            if slot_j[i, s] >= 0:
+                row = env_row(Vec3(slot_rij[i, s, 0], slot_rij[i, s, 1], slot_rij[i, s, 2]),
+                              rcut, rcut_smth)
+            for c in ti.static(range(4)):
+                env[i, s, c] = row[c]
+
+
+@ti.kernel
+def assemble_forces(slot_j: ti.types.ndarray(ndim=2), slot_rij: ti.types.ndarray(ndim=3),
+                    grad_env: ti.types.ndarray(ndim=3), rcut: ti.f64, rcut_smth: ti.f64,
+                    pair_grad: ti.types.ndarray(ndim=3), forces: ti.types.ndarray(ndim=2),
+                    atom_virial: ti.types.ndarray(ndim=3), deterministic: ti.template()):
+    """F = −∂E/∂x and per-atom virials from g = ∂E/∂R [N,nnei,4] (eV·Å).
+
+    ∂E/∂r_ij = gᵀ·∂R/∂r_ij; since r_ij = x_j − x_i: F_i += ∂E/∂r_ij, F_j −= ∂E/∂r_ij.
+    atom_virial[i] = −Σ_j r_ij ⊗ ∂E/∂r_ij (eV; their sum is the virial W).
+    pair_grad [N,nnei,3] is scratch. With ``deterministic`` the scatter to F_j runs in a
+    fixed order (bit-reproducible on the CPU); otherwise it uses atomics (GPU).
+    """
+    for i in range(slot_j.shape[0]):
+        f_i = Vec3(0.0)
+        w = ti.Matrix.zero(ti.f64, 3, 3)
+        for s in range(slot_j.shape[1]):
+            de_dd = Vec3(0.0)
+            if slot_j[i, s] >= 0:
+                d = Vec3(slot_rij[i, s, 0], slot_rij[i, s, 1], slot_rij[i, s, 2])
+                jac = env_jacobian(d, rcut, rcut_smth)
+                g = Vec4(ti.cast(grad_env[i, s, 0], ti.f64), ti.cast(grad_env[i, s, 1], ti.f64),
+                         ti.cast(grad_env[i, s, 2], ti.f64), ti.cast(grad_env[i, s, 3], ti.f64))
+                de_dd = jac.transpose() @ g
+                f_i += de_dd
+                w -= d.outer_product(de_dd)
+            for a in ti.static(range(3)):
+                pair_grad[i, s, a] = de_dd[a]
+        for a in ti.static(range(3)):
+            forces[i, a] = f_i[a]
+            for b in ti.static(range(3)):
+                atom_virial[i, a, b] = w[a, b]
+    if ti.static(deterministic):
+        ti.loop_config(serialize=True)
+        for i in range(slot_j.shape[0]):
+            for s in range(slot_j.shape[1]):
+                j = slot_j[i, s]
+                if j >= 0:
+                    for a in ti.static(range(3)):
+                        forces[j, a] -= pair_grad[i, s, a]
+    else:
+        for i, s in ti.ndrange(slot_j.shape[0], slot_j.shape[1]):
+            j = slot_j[i, s]
+            if j >= 0:
+                for a in ti.static(range(3)):
+                    ti.atomic_sub(forces[j, a], pair_grad[i, s, a])
