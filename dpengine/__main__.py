@@ -1,0 +1,5 @@
+import sys
+
+from dpengine.cli import main
+
+sys.exit(main())

@@ -1,0 +1,99 @@
+"""The ``dpengine`` command."""
+import argparse
+import sys
+import warnings
+
+from dpengine import __version__
+
+RUN_HELP = """\
+Run molecular dynamics as described by a TOML input file.
+
+Every key of the input file is documented in docs/input.md. Relative paths in the
+file are taken relative to the file's folder; output files are written to
+--output-dir. Units: Å, eV, fs (time step), ps (trajectory time), K, bar, amu.
+
+Outputs: an AMBER NetCDF trajectory, a thermo log (numpy.loadtxt-readable), an AMBER
+NetCDF restart file (written every [output] restart_interval steps, at the end, and on
+SIGINT/SIGTERM), and model_devi.out when [model_deviation] is present.
+
+Exit codes: 0 done; 2 bad input (nothing written); 130/143 stopped by SIGINT/SIGTERM
+(restart written, continue with --restart).
+"""
+
+
+def _cmd_run(args) -> int:
+    from dpengine.config import parse_override
+    from dpengine.run import run
+    overrides = dict(parse_override(text) for text in args.set or [])
+    return run(args.input, steps=args.steps, output_dir=args.output_dir, restart=args.restart,
+               progress=not args.quiet, overrides=overrides)
+
+
+def _cmd_import(args) -> int:
+    from dpengine.model.import_deepmd import import_deepmd
+    path = import_deepmd(args.frozen, args.output)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_info(args) -> int:
+    import json
+    from dpengine.model.io import read_metadata
+    print(json.dumps(read_metadata(args.model), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dpengine", description="Molecular dynamics with Deep "
+                                     "Potential models (Taichi kernels, TorchScript networks).")
+    parser.add_argument("--version", action="version", version=f"dpengine {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("run", help="run MD from a TOML input file", description=RUN_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", help="TOML input file (keys: docs/input.md)")
+    p.add_argument("--steps", type=int, metavar="N",
+                   help="total number of MD steps, replacing [md] steps; a restarted run "
+                        "continues from its saved step up to N")
+    p.add_argument("--output-dir", "-o", default=".", metavar="DIR",
+                   help="folder for the trajectory, logs and restart file (default: .)")
+    p.add_argument("--restart", metavar="FILE",
+                   help="continue from this restart file (.ncrst written by dpengine run)")
+    p.add_argument("--set", action="append", metavar="TABLE.KEY=VALUE",
+                   help="override one input key, e.g. --set md.timestep=0.25 (repeatable)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("import-deepmd", help="convert a DeePMD-kit v3 (PyTorch) se_e2_a model",
+                       description="Convert a DeePMD-kit v3 frozen model (.pth, PyTorch backend, "
+                                   "se_e2_a descriptor) into a dpengine model file.")
+    p.add_argument("frozen", help="DeePMD-kit frozen model (.pth)")
+    p.add_argument("-o", "--output", required=True, help="dpengine model file to write (.pt)")
+    p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser("info", help="print a model file's metadata")
+    p.add_argument("model", help="dpengine model file")
+    p.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from dpengine.config import ConfigError
+    from dpengine.run import InputError
+    from dpengine.model.import_deepmd import ImportError_
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            return args.func(args)
+    except (ConfigError, InputError, ImportError_) as exc:
+        print(f"dpengine: error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"dpengine: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

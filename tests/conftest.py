@@ -1,0 +1,30 @@
+"""Shared fixtures: the DeePMD-kit fixture model (imported once per session) and the water data."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURE = SHARED / "fixtures" / "deepmd_se_e2_a"
+WATER = SHARED / "data" / "water"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    from dpengine.backend import init_taichi
+    init_taichi("cpu")
+
+
+@pytest.fixture(scope="session")
+def water_model(tmp_path_factory) -> Path:
+    """DeePMD-kit's fixture model converted by ``import_deepmd`` (a dpengine .pt)."""
+    from dpengine.model.import_deepmd import import_deepmd
+    if not FIXTURE.is_dir():
+        pytest.skip(f"{FIXTURE} not present")
+    return import_deepmd(FIXTURE / "frozen_model.pth", tmp_path_factory.mktemp("model") / "water.pt")
+
+
+@pytest.fixture(scope="session")
+def reference() -> dict:
+    """DeePMD-kit's own predictions on the first 5 frames of data_3."""
+    return dict(np.load(FIXTURE / "reference.npz"))

@@ -1,0 +1,99 @@
+"""The Deep Potential against DeePMD-kit's own numbers, through both paths."""
+import numpy as np
+import pytest
+import torch
+
+import dpengine
+from dpengine.model.io import load_network, read_metadata
+from dpengine.model.reference import evaluate_reference
+
+
+def _rel(a, b):
+    return np.abs(np.asarray(a) - np.asarray(b)).max() / max(np.abs(np.asarray(b)).max(), 1e-300)
+
+
+def test_import_metadata(water_model):
+    meta = read_metadata(water_model)
+    assert meta["type_map"] == ["O", "H"]
+    assert meta["sel"] == [46, 92] and meta["rcut"] == 6.0 and meta["rcut_smth"] == 0.5
+    assert meta["neuron"] == [25, 50, 100] and meta["axis_neuron"] == 16
+
+
+@pytest.mark.parametrize("frame", range(5))
+def test_taichi_path_matches_deepmd(water_model, reference, frame):
+    model = dpengine.load_model(water_model)
+    out = model.evaluate(reference["coord"][frame].reshape(-1, 3),
+                         reference["box"][frame].reshape(3, 3), reference["atype"])
+    assert abs(out["energy"] - reference["energy"][frame]) / abs(reference["energy"][frame]) < 1e-10
+    assert _rel(out["forces"], reference["force"][frame]) < 1e-10
+    assert _rel(out["virial"].reshape(9), reference["virial"][frame]) < 1e-10
+    assert _rel(out["atom_energy"], reference["atom_energy"][frame]) < 1e-10
+
+
+@pytest.mark.parametrize("frame", [0, 4])
+def test_reference_path_matches_deepmd(water_model, reference, frame):
+    net, _ = load_network(water_model)
+    out = evaluate_reference(net, reference["coord"][frame].reshape(-1, 3),
+                             reference["box"][frame].reshape(3, 3), reference["atype"])
+    assert abs(out["energy"].item() - reference["energy"][frame]) / abs(reference["energy"][frame]) < 1e-10
+    assert _rel(out["forces"].detach(), reference["force"][frame]) < 1e-10
+    assert _rel(out["virial"].detach().reshape(9), reference["virial"][frame]) < 1e-10
+    assert _rel(out["atom_energy"].detach(), reference["atom_energy"][frame]) < 1e-10
+
+
+def test_float32_close_to_float64(water_model, reference):
+    pos, box, types = reference["coord"][0].reshape(-1, 3), reference["box"][0].reshape(3, 3), reference["atype"]
+    e64 = dpengine.load_model(water_model).evaluate(pos, box, types)
+    e32 = dpengine.load_model(water_model, precision="float32").evaluate(pos, box, types)
+    # float32 network on float64 geometry: relative error of a few ulp(float32) per atom
+    assert abs(e32["energy"] - e64["energy"]) / len(types) < 1e-4
+    assert np.abs(e32["forces"] - e64["forces"]).max() < 1e-3
+    assert _rel(e32["virial"], e64["virial"]) < 1e-3
+
+
+def test_type_one_side_false_matches_reference(tmp_path):
+    """A model with per-(centre, neighbour)-type embeddings: Taichi path == reference path."""
+    from dpengine.model.io import save_model
+    from dpengine.model.network import DeepPotSE
+    torch.manual_seed(0)
+    net = DeepPotSE(["O", "H"], [20, 40], 4.0, 1.0, [4, 8], 3, [10, 10], type_one_side=False)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.5)
+        net.davg[:, :, 0] = 0.1
+        net.dstd.fill_(0.8)
+    path = save_model(net, tmp_path / "m.pt")
+    rng = np.random.default_rng(1)
+    box = np.diag([7.0, 7.5, 8.0]) + np.array([[0, 0, 0], [0.8, 0, 0], [-0.5, 0.6, 0]])
+    pos = rng.uniform(0, 1, (40, 3)) @ box
+    types = rng.integers(0, 2, 40)
+    fast = dpengine.load_model(path).evaluate(pos, box, types)
+    ref = evaluate_reference(load_network(path)[0], pos, box, types)
+    assert abs(fast["energy"] - ref["energy"].item()) < 1e-10
+    assert np.abs(fast["forces"] - ref["forces"].detach().numpy()).max() < 1e-10
+    assert np.abs(fast["virial"] - ref["virial"].detach().numpy()).max() < 1e-10
+
+
+def test_bad_inputs(water_model, tmp_path):
+    model = dpengine.load_model(water_model)
+    with pytest.raises(ValueError, match="shape"):
+        model.evaluate(np.zeros((3, 2)), None, [0, 0, 0])
+    with pytest.raises(ValueError, match="type_map"):
+        model.evaluate(np.zeros((2, 3)) + [[0, 0, 0], [1, 0, 0]], None, [0, 2])
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a model")
+    with pytest.raises(ValueError, match="junk.pt"):
+        dpengine.load_model(junk)
+
+
+def test_ase_calculator(water_model, reference):
+    from ase import Atoms
+    from dpengine.ase import DPCalculator
+    pos, box = reference["coord"][0].reshape(-1, 3), reference["box"][0].reshape(3, 3)
+    atoms = Atoms(symbols=["O" if t == 0 else "H" for t in reference["atype"]], positions=pos,
+                  cell=box, pbc=True)
+    atoms.calc = DPCalculator(water_model)
+    assert abs(atoms.get_potential_energy() - reference["energy"][0]) < 1e-8
+    assert np.abs(atoms.get_forces() - reference["force"][0]).max() < 1e-10
+    stress = atoms.get_stress(voigt=False)
+    assert np.abs(-stress * atoms.get_volume() - reference["virial"][0].reshape(3, 3)).max() < 1e-8
