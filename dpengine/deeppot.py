@@ -68,8 +68,14 @@ class DeepPotential:
             self._buffers[name] = buf
         return buf
 
-    def compute(self, positions, box, types, nlist, atom_energy: bool = False) -> PotentialResult:
-        from taichi_kernels.se_a import assemble_forces, build_env
+    def environment(self, positions, box, types, nlist) -> dict:
+        """Slots and raw environment matrix of every atom (Taichi ``build_env``).
+
+        Returns views of internal buffers (valid until the next call): ``slot_j``
+        int32 [N, nnei] (−1 empty), ``slot_rij`` float64 [N, nnei, 3] Å, ``env`` float64
+        [N, nnei, 4]. Also updates ``sel_overflow`` / ``max_neighbors``.
+        """
+        from taichi_kernels.se_a import build_env
 
         n = positions.shape[0]
         ntypes = len(self.sel)
@@ -77,15 +83,23 @@ class DeepPotential:
         slot_rij = self._buffer("slot_rij", (n, self.nnei, 3), torch.float64)
         env = self._buffer("env", (n, self.nnei, 4), torch.float64)
         type_counts = self._buffer("type_counts", (n, ntypes), torch.int32)
-        forces = self._buffer("forces", (n, 3), torch.float64)
-        pair_grad = self._buffer("pair_grad", (n, self.nnei, 3), torch.float64)
-        atom_virial = self._buffer("atom_virial", (n, 3, 3), torch.float64)
         box_arg = box if box is not None else self._buffer("nobox", (3, 3), torch.float64).zero_()
         build_env(positions, box_arg, nlist.neighbors, nlist.images, nlist.counts, types,
                   self._sec, self.cutoff, self.rcut_smth, int(box is not None), self.sort_slots,
                   slot_j, slot_rij, env, type_counts)
         self._check_overflow(type_counts)
-        env_in = env.to(self.dtype).requires_grad_(True)
+        return dict(slot_j=slot_j, slot_rij=slot_rij, env=env)
+
+    def compute(self, positions, box, types, nlist, atom_energy: bool = False) -> PotentialResult:
+        from taichi_kernels.se_a import assemble_forces
+
+        n = positions.shape[0]
+        geometry = self.environment(positions, box, types, nlist)
+        slot_j, slot_rij, env = geometry["slot_j"], geometry["slot_rij"], geometry["env"]
+        forces = self._buffer("forces", (n, 3), torch.float64)
+        pair_grad = self._buffer("pair_grad", (n, self.nnei, 3), torch.float64)
+        atom_virial = self._buffer("atom_virial", (n, 3, 3), torch.float64)
+        env_in = env.detach().to(self.dtype).requires_grad_(True)
         types64 = types.to(torch.int64)
         with torch.enable_grad():
             e_atom = self.net(env_in, types64)

@@ -192,3 +192,21 @@ def assemble_forces(slot_j: ti.types.ndarray(ndim=2), slot_rij: ti.types.ndarray
             if j >= 0:
                 for a in ti.static(range(3)):
                     ti.atomic_sub(forces[j, a], pair_grad[i, s, a])
+
+
+@ti.kernel
+def env_derivative(slot_j: ti.types.ndarray(ndim=2), slot_rij: ti.types.ndarray(ndim=3),
+                   rcut: ti.f64, rcut_smth: ti.f64, env_deriv: ti.types.ndarray(ndim=4)):
+    """env_deriv[i, s] = ∂R_is/∂r_is, a 4×3 block per slot (zero for empty slots).
+
+    Used by training, where the force F = −Σ gᵀ ∂R/∂r must stay differentiable in g = ∂E/∂R
+    (double backpropagation): the geometry is fixed per frame, so ∂R/∂r is computed once.
+    """
+    for i, s in ti.ndrange(slot_j.shape[0], slot_j.shape[1]):
+        jac = Mat43(0.0)
+        if slot_j[i, s] >= 0:
+            jac = env_jacobian(Vec3(slot_rij[i, s, 0], slot_rij[i, s, 1], slot_rij[i, s, 2]),
+                               rcut, rcut_smth)
+        for c in ti.static(range(4)):
+            for a in ti.static(range(3)):
+                env_deriv[i, s, c, a] = jac[c, a]
