@@ -43,6 +43,17 @@ def _cmd_info(args) -> int:
     return 0
 
 
+#: Subcommands implemented in the tools package (``tools/`` installed as ``dpengine_tools``).
+#: Each module provides ``HELP`` (one line), ``add_arguments(parser)`` and
+#: ``main(args) -> int``; it is imported only when its subcommand is parsed.
+TOOL_COMMANDS: dict[str, str] = {}
+
+
+def _tool_module(name: str):
+    import importlib
+    return importlib.import_module(TOOL_COMMANDS[name])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dpengine", description="Molecular dynamics with Deep "
                                      "Potential models (Taichi kernels, TorchScript networks).")
@@ -75,7 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="print a model file's metadata")
     p.add_argument("model", help="dpengine model file")
     p.set_defaults(func=_cmd_info)
+
+    for name in TOOL_COMMANDS:
+        try:
+            module = _tool_module(name)
+        except ImportError as exc:  # a tool whose optional dependency is missing
+            p = sub.add_parser(name, help=f"(unavailable: {exc})")
+            p.set_defaults(func=lambda args, exc=exc: _unavailable(exc))
+            continue
+        p = sub.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", None),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(func=module.main)
     return parser
+
+
+def _unavailable(exc) -> int:
+    print(f"dpengine: error: {exc}", file=sys.stderr)
+    return 2
 
 
 def main(argv=None) -> int:
