@@ -47,7 +47,7 @@ class DeepPotential:
         self._sel = torch.tensor(self.sel, dtype=torch.int32, device=self.device)
         # Slot order inside a type block only matters if the statistics differ between
         # slots of one block; then sort by distance exactly as DeePMD-kit does.
-        self.sort_slots = int(not self._block_uniform(self.net.davg)
+        self.sort_by_distance = int(not self._block_uniform(self.net.davg)
                               or not self._block_uniform(self.net.dstd))
         self.sel_overflow = 0
         self.max_neighbors = [0] * len(self.sel)
@@ -83,10 +83,11 @@ class DeepPotential:
         slot_rij = self._buffer("slot_rij", (n, self.nnei, 3), torch.float64)
         env = self._buffer("env", (n, self.nnei, 4), torch.float64)
         type_counts = self._buffer("type_counts", (n, ntypes), torch.int32)
+        slot_key = self._buffer("slot_key", (n, self.nnei), torch.int64)
         box_arg = box if box is not None else self._buffer("nobox", (3, 3), torch.float64).zero_()
         build_env(positions, box_arg, nlist.neighbors, nlist.images, nlist.counts, types,
-                  self._sec, self.cutoff, self.rcut_smth, int(box is not None), self.sort_slots,
-                  slot_j, slot_rij, env, type_counts)
+                  self._sec, self.cutoff, self.rcut_smth, int(box is not None), self.sort_by_distance,
+                  slot_j, slot_rij, slot_key, env, type_counts)
         self._check_overflow(type_counts)
         return dict(slot_j=slot_j, slot_rij=slot_rij, env=env)
 

@@ -35,6 +35,13 @@ def smooth_switch(r: ti.f64, rcut: ti.f64, rcut_smth: ti.f64):
 
 
 @ti.func
+def _pair_key(j, n0, n1, n2) -> ti.i64:
+    """A total order on (neighbour index, image vector): j · 2²⁴ + packed (n + 128)."""
+    return (ti.cast(j, ti.i64) << 24) | (ti.cast(n0 + 128, ti.i64) << 16) \
+        | (ti.cast(n1 + 128, ti.i64) << 8) | ti.cast(n2 + 128, ti.i64)
+
+
+@ti.func
 def env_row(d: Vec3, rcut: ti.f64, rcut_smth: ti.f64) -> Vec4:
     r2 = d.dot(d)
     r = ti.sqrt(r2)
@@ -64,8 +71,9 @@ def build_env(positions: ti.types.ndarray(ndim=2), box: ti.types.ndarray(ndim=2)
               neighbors: ti.types.ndarray(ndim=2), images: ti.types.ndarray(ndim=3),
               counts: ti.types.ndarray(ndim=1), types: ti.types.ndarray(ndim=1),
               sec: ti.types.ndarray(ndim=1), rcut: ti.f64, rcut_smth: ti.f64,
-              periodic: ti.i32, sort_slots: ti.i32,
+              periodic: ti.i32, sort_by_distance: ti.i32,
               slot_j: ti.types.ndarray(ndim=2), slot_rij: ti.types.ndarray(ndim=3),
+              slot_key: ti.types.ndarray(ndim=2),
               env: ti.types.ndarray(ndim=3), type_counts: ti.types.ndarray(ndim=2)):
     """Fill the slots of every atom and their raw environment rows.
 
@@ -73,7 +81,12 @@ def build_env(positions: ti.types.ndarray(ndim=2), box: ti.types.ndarray(ndim=2)
     neighbors [N,C] int32, images [N,C,3] int32, counts [N] int32 (the Verlet list);
     types [N] int32; sec [ntypes+1] int32 block offsets. Out: slot_j [N,nnei] int32,
     slot_rij [N,nnei,3] Å, env [N,nnei,4] (Å⁻¹), type_counts [N,ntypes] int32 = number
-    of neighbours of each type inside r_c (may exceed sel).
+    of neighbours of each type inside r_c (may exceed sel); slot_key [N,nnei] int64 scratch.
+
+    Each type block ends up in a canonical order that does not depend on the order of
+    the Verlet rows (so results are bit-reproducible whenever the list was rebuilt):
+    by (j, image) — or by distance when ``sort_by_distance`` (needed only if the model's
+    statistics differ between slots of a block, DeePMD-kit's order).
     """
     ntypes = sec.shape[0] - 1
     nnei = slot_j.shape[1]
@@ -95,8 +108,10 @@ def build_env(positions: ti.types.ndarray(ndim=2), box: ti.types.ndarray(ndim=2)
                 type_counts[i, t] = c + 1
                 base = sec[t]
                 cap = sec[t + 1] - base
+                key = _pair_key(j, images[i, k, 0], images[i, k, 1], images[i, k, 2])
                 if c < cap:
                     slot_j[i, base + c] = j
+                    slot_key[i, base + c] = key
                     for a in ti.static(range(3)):
                         slot_rij[i, base + c, a] = d[a]
                 else:  # more than sel[t]: keep the nearest, replace the farthest kept one
@@ -110,6 +125,7 @@ def build_env(positions: ti.types.ndarray(ndim=2), box: ti.types.ndarray(ndim=2)
                             far = s
                     if far >= 0:
                         slot_j[i, far] = j
+                        slot_key[i, far] = key
                         for a in ti.static(range(3)):
                             slot_rij[i, far, a] = d[a]
         for t in range(ntypes):
@@ -120,24 +136,33 @@ def build_env(positions: ti.types.ndarray(ndim=2), box: ti.types.ndarray(ndim=2)
                 slot_j[i, s] = -1
                 for a in ti.static(range(3)):
                     slot_rij[i, s, a] = 0.0
-            if sort_slots:  # insertion sort of the filled part by distance
-                for s in range(base + 1, base + filled):
-                    key_j = slot_j[i, s]
-                    key = Vec3(slot_rij[i, s, 0], slot_rij[i, s, 1], slot_rij[i, s, 2])
-                    key_r2 = key.dot(key)
-                    q = s - 1
-                    while q >= base:
+            # insertion sort of the filled part (nearly sorted already when the Verlet
+            # rows are sorted, so O(n) in the usual case)
+            for s in range(base + 1, base + filled):
+                key_j = slot_j[i, s]
+                key_k = slot_key[i, s]
+                key = Vec3(slot_rij[i, s, 0], slot_rij[i, s, 1], slot_rij[i, s, 2])
+                key_r2 = key.dot(key)
+                q = s - 1
+                while q >= base:
+                    before = True
+                    if sort_by_distance:
                         rq2 = (slot_rij[i, q, 0] ** 2 + slot_rij[i, q, 1] ** 2
                                + slot_rij[i, q, 2] ** 2)
-                        if rq2 <= key_r2:
-                            break
-                        slot_j[i, q + 1] = slot_j[i, q]
-                        for a in ti.static(range(3)):
-                            slot_rij[i, q + 1, a] = slot_rij[i, q, a]
-                        q -= 1
-                    slot_j[i, q + 1] = key_j
+                        before = rq2 < key_r2 or (rq2 == key_r2 and slot_key[i, q] <= key_k)
+                    else:
+                        before = slot_key[i, q] <= key_k
+                    if before:
+                        break
+                    slot_j[i, q + 1] = slot_j[i, q]
+                    slot_key[i, q + 1] = slot_key[i, q]
                     for a in ti.static(range(3)):
-                        slot_rij[i, q + 1, a] = key[a]
+                        slot_rij[i, q + 1, a] = slot_rij[i, q, a]
+                    q -= 1
+                slot_j[i, q + 1] = key_j
+                slot_key[i, q + 1] = key_k
+                for a in ti.static(range(3)):
+                    slot_rij[i, q + 1, a] = key[a]
         for s in range(nnei):
             row = Vec4(0.0)
             if slot_j[i, s] >= 0:
