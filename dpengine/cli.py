@@ -46,7 +46,9 @@ def _cmd_info(args) -> int:
 #: Subcommands implemented in the tools package (``tools/`` installed as ``dpengine_tools``).
 #: Each module provides ``HELP`` (one line), ``add_arguments(parser)`` and
 #: ``main(args) -> int``; it is imported only when its subcommand is parsed.
-TOOL_COMMANDS: dict[str, str] = {}
+TOOL_COMMANDS: dict[str, str] = {
+    "analyze": "dpengine_tools.analysis.cli",
+}
 
 
 def _tool_module(name: str):
