@@ -57,6 +57,8 @@ _TYPES: dict[str, tuple[str, str]] = {
     "outpath": ("a path (string)", "path (output)"),
     "list[inpath]": ("a list of paths (strings)", "list of paths (input)"),
     "map[float]": ("a table of element = number", "table element → float"),
+    "str|list[str]": ("a string or a list of strings", "string or list of strings"),
+    "float|map[float]": ("a number or a table of name = number", "float or table name → float"),
 }
 
 
@@ -65,8 +67,9 @@ class Key:
     """One key of a table.
 
     ``type`` is one of ``str int float bool list[str] list[float] inpath outpath
-    list[inpath] map[float]`` (``inpath``: an input file, resolved against the TOML
-    file's folder and checked to exist; ``outpath``: an output file, kept as written).
+    list[inpath] map[float] str|list[str] float|map[float]`` (``inpath``: an input file,
+    resolved against the TOML file's folder and checked to exist; ``outpath``: an output
+    file, kept as written; ``str|list[str]`` is always converted to a tuple of strings).
     ``default`` is :data:`REQUIRED` for keys that must be given, ``None`` for optional
     keys without a default. ``gt/ge/le`` bound numbers (and every number of a list or
     table); ``choices`` lists the allowed strings; ``min_len`` the minimum list length.
@@ -113,7 +116,17 @@ class Table:
 #: Structure formats understood by :func:`dpengine.structure.read_structure`.
 STRUCTURE_FORMATS = ("lammps-data", "extxyz", "vasp", "deepmd-npy")
 #: Ensembles of ``[md] ensemble``.
-ENSEMBLES = ("nve",)
+ENSEMBLES = ("nve", "nvt", "npt", "minimize")
+#: Thermostats of ``[md] thermostat`` (dpengine.nvt).
+THERMOSTATS = ("langevin", "csvr", "nose-hoover-chain", "berendsen")
+#: Barostats of ``[md] barostat`` (dpengine.npt).
+BAROSTATS = ("mtk", "c-rescale", "berendsen")
+#: Cell couplings of barostats and of the cell relaxation.
+COUPLINGS = ("isotropic", "anisotropic", "triclinic")
+#: Terms of ``[potential] type``; a list of several is their sum.
+POTENTIAL_TYPES = ("deep", "lj", "springs")
+#: Suzuki–Yoshida orders of the Nosé–Hoover chain integrator.
+YOSHIDA_ORDERS = (1, 3, 5, 7)
 
 SCHEMA: tuple[Table, ...] = (
     Table("system", "The starting structure and its elements.", (
@@ -128,22 +141,76 @@ SCHEMA: tuple[Table, ...] = (
             "mass per element, e.g. {H = 2.014}; default: ase.data.atomic_masses",
             unit="amu", gt=0),
     )),
-    Table("potential", "The Deep Potential model that drives the dynamics.", (
-        Key("model", "inpath", REQUIRED, "TorchScript Deep Potential model file"),
+    Table("potential", "The potential energy: a Deep Potential model, reference potentials "
+          "(Lennard-Jones, harmonic springs), or their sum.", (
+        Key("type", "str|list[str]", ("deep",),
+            "term(s) of the potential; a list is their sum, e.g. [\"deep\", \"springs\"]",
+            choices=POTENTIAL_TYPES, min_len=1),
+        Key("model", "inpath", None,
+            "TorchScript Deep Potential model file (required by type \"deep\")"),
         Key("precision", "str", "float64", "floating-point precision of the model evaluation",
             choices=("float64", "float32")),
         Key("device", "str", "cpu", "device the model and kernels run on",
             choices=("cpu", "cuda")),
+        Key("epsilon", "map[float]", None,
+            "Lennard-Jones ε per element pair, e.g. {Ar-Ar = 0.0104} or {Ar = 0.0104}; "
+            "unlike pairs not given: Lorentz-Berthelot mixing (type \"lj\")", unit="eV", ge=0),
+        Key("sigma", "map[float]", None, "Lennard-Jones σ per element pair (type \"lj\")",
+            unit="Å", gt=0),
+        Key("cutoff", "float|map[float]", None,
+            "Lennard-Jones cutoff r_c, one value or per element pair (type \"lj\")",
+            unit="Å", gt=0),
+        Key("truncation", "str", "shift",
+            "Lennard-Jones truncation: \"cut\" (plain), \"shift\" (energy shifted to 0 at "
+            "r_c), \"tail\" (plain + tail corrections to energy and pressure)",
+            choices=("cut", "shift", "tail")),
+        Key("spring_constant", "float|map[float]", None,
+            "harmonic springs tethering each atom to its site, one k or per element "
+            "(type \"springs\")", unit="eV/Å²", ge=0),
+        Key("spring_sites", "inpath", None,
+            "structure file with the spring sites (same atoms, same order); default: the "
+            "starting structure"),
     )),
-    Table("md", "Molecular dynamics: ensemble, time step, length, initial velocities.", (
-        Key("ensemble", "str", "nve", "statistical ensemble", choices=ENSEMBLES),
+    Table("md", "Molecular dynamics or minimisation: ensemble, time step, length, "
+          "thermostat, barostat, minimiser.", (
+        Key("ensemble", "str", "nve", "statistical ensemble, or \"minimize\" (energy "
+            "minimisation; with a pressure, also of the cell)", choices=ENSEMBLES),
         Key("timestep", "float", 0.5, "integration time step", unit="fs", gt=0),
         Key("steps", "int", REQUIRED, "number of MD steps to run", ge=0),
         Key("temperature", "float", 0.0,
-            "initial Maxwell-Boltzmann temperature, used if the structure has no velocities",
-            unit="K", ge=0),
-        Key("seed", "int", 12345, "seed of the random streams (initial velocities, ...)",
-            ge=0),
+            "target temperature of the thermostat, and initial Maxwell-Boltzmann "
+            "temperature if the structure has no velocities", unit="K", ge=0),
+        Key("seed", "int", 12345, "seed of the random streams (initial velocities, Langevin "
+            "and stochastic rescaling noise)", ge=0),
+        Key("thermostat", "str", None, "thermostat of nvt/npt; \"berendsen\" is not "
+            "canonical (equilibration only)", choices=THERMOSTATS),
+        Key("tau_t", "float", 100.0, "thermostat time constant (csvr, nose-hoover-chain, "
+            "berendsen)", unit="fs", gt=0),
+        Key("langevin_friction", "float", 1.0, "Langevin friction γ (thermostat "
+            "\"langevin\")", unit="1/ps", gt=0),
+        Key("chain_length", "int", 3, "Nosé-Hoover chain length (thermostat)", ge=1),
+        Key("chain_steps", "int", 1, "Nosé-Hoover chain sub-steps per half step", ge=1),
+        Key("yoshida_order", "int", 3, "Suzuki-Yoshida order of the chain integrator: 1, 3, "
+            "5 or 7", ge=1),
+        Key("barostat", "str", None, "barostat of npt: \"mtk\" (Martyna-Tobias-Klein, "
+            "needs thermostat \"nose-hoover-chain\"), \"c-rescale\" (stochastic cell "
+            "rescaling), \"berendsen\" (not isobaric, equilibration only)", choices=BAROSTATS),
+        Key("pressure", "float", None, "target pressure (npt; minimize: relax the cell too)",
+            unit="bar"),
+        Key("tau_p", "float", 1000.0, "barostat time constant", unit="fs", gt=0),
+        Key("coupling", "str", "isotropic", "cell degrees of freedom: \"isotropic\", "
+            "\"anisotropic\" (x, y, z independently), \"triclinic\" (mtk, berendsen, "
+            "minimize)", choices=COUPLINGS),
+        Key("compressibility", "float", 4.5e-5, "isothermal compressibility β_T that sets "
+            "the c-rescale and berendsen coupling", unit="1/bar", gt=0),
+        Key("barostat_chain_length", "int", 3, "Nosé-Hoover chain length on the MTK "
+            "barostat", ge=1),
+        Key("minimizer", "str", "fire", "minimisation algorithm (ensemble \"minimize\"; [md] "
+            "steps bounds the iterations)", choices=("fire", "lbfgs")),
+        Key("force_tolerance", "float", 0.01, "minimize: converged when every atomic force "
+            "is below this", unit="eV/Å", gt=0),
+        Key("stress_tolerance", "float", 10.0, "minimize with a pressure: converged when "
+            "every pressure component is within this of the target", unit="bar", gt=0),
     )),
     Table("neighbor", "Neighbor list.", (
         Key("skin", "float", 2.0, "Verlet skin added to the model cutoff", unit="Å", ge=0),
@@ -313,6 +380,26 @@ class _Checker:
             return self.string(key, name, value)
         if kind in ("inpath", "outpath"):
             return self.path(key, name, value, base if kind == "inpath" else None)
+        if kind == "str|list[str]":
+            if isinstance(value, str):
+                return (self.string(key, name, value),)
+            if not isinstance(value, list):
+                raise self.fail(f"{name} must be {_TYPES[kind][0]}, got {_describe(value)}")
+            if len(value) < key.min_len:
+                raise self.fail(f"{name} must have at least {key.min_len} "
+                                f"entr{'y' if key.min_len == 1 else 'ies'}, got {len(value)}")
+            out = tuple(self.string(key, f"{name}[{i}]", v) for i, v in enumerate(value))
+            if len(set(out)) != len(out):
+                raise self.fail(f"{name} lists an entry twice: {_describe(value)}")
+            return out
+        if kind == "float|map[float]":
+            if isinstance(value, dict):
+                return {k: self.number(key, f"{name}.{k}", v, integer=False)
+                        for k, v in value.items()}
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise self.fail(f"{name} must be {_TYPES[kind][0]}{_unit(key)}, "
+                                f"got {_describe(value)}")
+            return self.number(key, name, value, integer=False)
         if kind.startswith("list["):
             if not isinstance(value, list):
                 raise self.fail(f"{name} must be {_TYPES[kind][0]}{_unit(key)}, "
@@ -451,6 +538,7 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
         sections[table.name] = _check_table(origin, table, raw, base, keys, Path.cwd())
 
     _check_outputs_distinct(origin, sections)
+    _check_consistency(origin, sections, present={t: set(data.get(t) or {}) for t in _TABLES})
     return Config(**sections, source=path)
 
 
@@ -467,6 +555,81 @@ def _check_outputs_distinct(origin: str, sections: dict[str, Any]) -> None:
                 raise ConfigError(f"{origin}: {where} = \"{target}\" is also {seen[target]}; "
                                   "output files must differ")
             seen[target] = where
+
+
+def _check_consistency(origin: str, sections: dict[str, Any],
+                       present: dict[str, set[str]]) -> None:
+    """Checks that involve several keys: the potential's terms and their parameters; the
+    ensemble, thermostat and barostat. Raises ConfigError naming the table and key."""
+    pot, md = sections["potential"], sections["md"]
+
+    def fail(table: str, what: str) -> ConfigError:
+        return ConfigError(f"{origin}: [{table}] {what}")
+
+    types = pot.type
+    if "deep" in types and pot.model is None:
+        if not present["potential"]:
+            raise ConfigError(f"{origin}: missing table [potential] (required keys: model)")
+        raise fail("potential", "missing required key 'model' (TorchScript Deep Potential "
+                                "model file, needed by type \"deep\")")
+    if "deep" not in types and pot.model is not None:
+        raise fail("potential", f"model is given but type = {_describe(list(types))} has no "
+                                "\"deep\" term")
+    if "lj" in types:
+        for name in ("epsilon", "sigma", "cutoff"):
+            if getattr(pot, name) is None:
+                raise fail("potential", f"missing key '{name}' (needed by type \"lj\")")
+    else:
+        for name in ("epsilon", "sigma", "cutoff"):
+            if getattr(pot, name) is not None:
+                raise fail("potential", f"{name} is given but type = {_describe(list(types))} "
+                                        "has no \"lj\" term")
+    if "springs" in types:
+        if pot.spring_constant is None:
+            raise fail("potential", "missing key 'spring_constant' (needed by type \"springs\")")
+    else:
+        for name in ("spring_constant", "spring_sites"):
+            if getattr(pot, name) is not None:
+                raise fail("potential", f"{name} is given but type = {_describe(list(types))} "
+                                        "has no \"springs\" term")
+
+    ens, thermo, baro = md.ensemble, md.thermostat, md.barostat
+    if md.yoshida_order not in YOSHIDA_ORDERS:
+        raise fail("md", f"yoshida_order must be one of 1, 3, 5, 7, got {md.yoshida_order}")
+    if ens in ("nvt", "npt"):
+        if thermo is None:
+            raise fail("md", f"ensemble = \"{ens}\" needs a thermostat: set thermostat = "
+                             + ", ".join(f'"{t}"' for t in THERMOSTATS[:-1])
+                             + f' or "{THERMOSTATS[-1]}"')
+        if not md.temperature > 0:
+            raise fail("md", f"ensemble = \"{ens}\" needs temperature > 0 (K), the "
+                             "thermostat's target")
+    elif thermo is not None:
+        raise fail("md", f"thermostat = \"{thermo}\" is given but ensemble = \"{ens}\" has no "
+                         "thermostat; use ensemble = \"nvt\" or \"npt\"")
+    if ens == "npt":
+        if baro is None:
+            raise fail("md", "ensemble = \"npt\" needs a barostat: set barostat = \"mtk\", "
+                             "\"c-rescale\" or \"berendsen\", and pressure (bar)")
+        if md.pressure is None:
+            raise fail("md", f"barostat = \"{baro}\" needs a target pressure: set pressure (bar)")
+        if baro == "mtk" and thermo != "nose-hoover-chain":
+            raise fail("md", f"barostat = \"mtk\" integrates its own Nosé-Hoover chains: set "
+                             f"thermostat = \"nose-hoover-chain\" (got \"{thermo}\")")
+        if baro != "mtk" and thermo == "nose-hoover-chain":
+            raise fail("md", f"thermostat = \"nose-hoover-chain\" runs with barostat = "
+                             f"\"mtk\" only (got \"{baro}\"); or choose thermostat \"csvr\" "
+                             "or \"langevin\"")
+        if baro == "c-rescale" and md.coupling == "triclinic":
+            raise fail("md", "barostat = \"c-rescale\" supports coupling = \"isotropic\" or "
+                             "\"anisotropic\"; use barostat = \"mtk\" for a triclinic cell")
+    elif baro is not None:
+        raise fail("md", f"barostat = \"{baro}\" is given but ensemble = \"{ens}\"; use "
+                         "ensemble = \"npt\"")
+    elif md.pressure is not None and ens != "minimize":
+        raise fail("md", f"pressure = {_num(md.pressure)} (bar) is given but there is no "
+                         "barostat: set ensemble = \"npt\" and barostat = \"mtk\", "
+                         "\"c-rescale\" or \"berendsen\"")
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -505,6 +668,8 @@ trajectory_interval = 100
 
 
 def _toml_literal(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_literal(v) for v in value) + "]"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, str):

@@ -1,4 +1,8 @@
-"""``dpengine run``: TOML → config → State → neighbour list → Potential → integrator → outputs.
+"""``dpengine run``: TOML → config → State → Potential + neighbour list → integrator → outputs.
+
+The potential is a Deep Potential, a reference potential (Lennard-Jones, harmonic
+springs) or their sum (``[potential] type``); the integrator is chosen by ``[md]``
+(ensemble, thermostat, barostat, or a minimiser), see ``dpengine.integrators``.
 
 Everything that can fail on bad input (config, structure, model, type map, restart file)
 is checked before the first output file is opened, so a rejected run writes nothing.
@@ -17,8 +21,7 @@ import torch
 
 from dpengine import units
 from dpengine.config import ConfigError, load_config
-from dpengine.deeppot import DeepPotential
-from dpengine.integrators import kinetic_energy, make_integrator, pressure, temperature
+from dpengine.integrators import from_config, kinetic_energy, pressure, temperature
 from dpengine.state import State
 from dpengine.structure import StructureError, masses_for, maxwell_boltzmann, read_structure
 
@@ -37,15 +40,25 @@ class Simulation:
 
     config: object
     state: State
-    potential: DeepPotential
+    potential: object
     committee: list
-    nlist: object
+    forcefield: object
     integrator: object
     restart_extra: dict
 
+    @property
+    def nlist(self):
+        """The engine neighbour list the potentials read (None without pair terms)."""
+        return self.forcefield.nlist
+
     def compute(self, state: State):
-        self.nlist.update(state.positions, state.box)
-        return self.potential.compute(state.positions, state.box, state.types, self.nlist)
+        return self.forcefield(state)
+
+    @property
+    def sel_overflow(self) -> int:
+        """Atoms beyond the DP model's sel at the last call (0 without a DP term)."""
+        return sum(getattr(t, "sel_overflow", 0) for t in getattr(self.potential, "terms",
+                                                                   [self.potential]))
 
 
 def _types_from_symbols(symbols, type_map, source) -> np.ndarray:
@@ -57,34 +70,84 @@ def _types_from_symbols(symbols, type_map, source) -> np.ndarray:
     return np.array([index[s] for s in symbols], dtype=np.int32)
 
 
+def _load_deep(config, path, device, precision):
+    from dpengine.deeppot import DeepPotential
+    try:
+        return DeepPotential(path, device=device, precision=precision)
+    except (ValueError, FileNotFoundError) as exc:
+        raise InputError(f"{config.source}: [potential] model: {exc}") from None
+
+
+def _reference_terms(config, type_map, structure, types, device) -> list:
+    """The Lennard-Jones and springs terms of ``[potential] type``."""
+    from dpengine.potentials import HarmonicSprings, LennardJones
+    pot = config.potential
+    terms = []
+    present = sorted(set(types.tolist()))
+    try:
+        if "lj" in pot.type:
+            terms.append(LennardJones(type_map, pot.epsilon, pot.sigma, pot.cutoff,
+                                      pot.truncation, types_present=present, device=device))
+        if "springs" in pot.type:
+            reference, ref_box = structure.positions, structure.box
+            if pot.spring_sites is not None:
+                try:
+                    sites = read_structure(pot.spring_sites, type_map=type_map)
+                except StructureError as exc:
+                    raise InputError(f"{config.source}: [potential] spring_sites: {exc}") from None
+                if sites.n_atoms != structure.n_atoms or sites.symbols != structure.symbols:
+                    raise InputError(f"{config.source}: [potential] spring_sites: "
+                                     f"{pot.spring_sites} must hold the same atoms in the same "
+                                     f"order as {config.system.structure}")
+                reference, ref_box = sites.positions, sites.box
+            springs = HarmonicSprings(type_map, pot.spring_constant, reference,
+                                      ref_box if structure.box is not None else None, device)
+            springs.check_types(types)
+            terms.append(springs)
+    except ValueError as exc:
+        raise InputError(f"{config.source}: [potential] {exc}") from None
+    return terms
+
+
 def build_simulation(config, restart: str | Path | None = None) -> Simulation:
-    """Load the model and structure and assemble a ready-to-run simulation (no output)."""
+    """Load the potential and structure and assemble a ready-to-run simulation (no output)."""
+    from dpengine.potential import SumPotential
+    from dpengine.potentials import ForceField, conserves_momentum
     device, precision = config.potential.device, config.potential.precision
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError(f"{config.source}: [potential] device = \"cuda\" but no CUDA device "
                          "is available to torch")
-    try:
-        potential = DeepPotential(config.potential.model, device=device, precision=precision)
-        committee = []
-        if config.model_deviation is not None:
-            committee = [DeepPotential(p, device=device, precision=precision)
-                         for p in config.model_deviation.models]
-    except (ValueError, FileNotFoundError) as exc:
-        raise InputError(f"{config.source}: [potential] model: {exc}") from None
-    for member in committee:
-        if member.type_map != potential.type_map:
-            raise InputError(f"{config.source}: [model_deviation] {member.path} has type map "
-                             f"{member.type_map}, the driving model has {potential.type_map}")
+    deep = None
+    if "deep" in config.potential.type:
+        deep = _load_deep(config, config.potential.model, device, precision)
+    committee = []
+    if config.model_deviation is not None:
+        committee = [_load_deep(config, p, device, precision) for p in config.model_deviation.models]
     sys_cfg = config.system
-    type_map = list(sys_cfg.type_map) if sys_cfg.type_map else potential.type_map
+    model_map = deep.type_map if deep is not None else None
+    for member in committee:
+        expect = model_map or list(sys_cfg.type_map or member.type_map)
+        if member.type_map != expect:
+            raise InputError(f"{config.source}: [model_deviation] {member.path} has type map "
+                             f"{member.type_map}, the driving model has {expect}")
+    read_map = list(sys_cfg.type_map) if sys_cfg.type_map else model_map
     try:
         structure = read_structure(sys_cfg.structure, format=sys_cfg.format, frame=sys_cfg.frame,
-                                   type_map=type_map)
+                                   type_map=read_map)
         masses = (structure.masses if structure.masses is not None and not sys_cfg.masses
                   else masses_for(structure.symbols, sys_cfg.masses))
     except (StructureError, ValueError) as exc:
         raise InputError(f"{config.source}: [system] structure: {exc}") from None
-    types = _types_from_symbols(structure.symbols, potential.type_map, sys_cfg.structure)
+    if model_map is not None:
+        type_map = list(model_map)
+    elif sys_cfg.type_map:
+        type_map = list(sys_cfg.type_map)
+    else:  # elements in order of first appearance
+        type_map = list(dict.fromkeys(structure.symbols))
+    types = _types_from_symbols(structure.symbols, type_map, sys_cfg.structure)
+    terms = ([deep] if deep is not None else []) + _reference_terms(config, type_map, structure,
+                                                                    types, device)
+    potential = terms[0] if len(terms) == 1 else SumPotential(*terms)
     if structure.velocities is not None:
         velocities = structure.velocities
     else:
@@ -94,16 +157,21 @@ def build_simulation(config, restart: str | Path | None = None) -> Simulation:
                   velocities=torch.tensor(velocities, **f64),
                   box=None if structure.box is None else torch.tensor(structure.box, **f64),
                   types=torch.tensor(types, dtype=torch.int32, device=device),
-                  masses=torch.tensor(masses, **f64), type_map=potential.type_map,
+                  masses=torch.tensor(masses, **f64), type_map=type_map,
                   seed=config.md.seed)
     extra = {}
     if restart is not None:
         extra = _apply_restart(state, restart, config)
-    from dpengine.neighbor import NeighborList
-    cutoff = max([potential.cutoff] + [m.cutoff for m in committee])
-    nlist = NeighborList(cutoff, config.neighbor.skin, device=device)
-    integrator = make_integrator(config.md.ensemble, config.md.timestep)
-    return Simulation(config, state, potential, committee, nlist, integrator, extra)
+    forcefield = ForceField(potential, config.neighbor.skin, device=device,
+                            cutoff=max([m.cutoff for m in committee], default=0.0))
+    try:
+        integrator = from_config(config.md, fix_com=conserves_momentum(potential))
+        integrator.prepare(state)
+    except ValueError as exc:
+        where = "--restart " + str(restart) if restart is not None and "restart" in str(exc) \
+            else f"{config.source}: [md]"
+        raise InputError(f"{where}: {exc}") from None
+    return Simulation(config, state, potential, committee, forcefield, integrator, extra)
 
 
 def _apply_restart(state: State, path, config) -> dict:
@@ -181,21 +249,28 @@ class _Outputs:
         return self.sim.state.step * self.sim.config.md.timestep * units.FS_TO_PS
 
     def write(self, result, force: bool = False) -> None:
+        """Write what is due at this step; ``force``: also the trajectory frame and thermo
+        line that are not due (unless this step's are written already)."""
         st, out = self.sim.state, self.sim.config.output
         step = st.step
-        if step % out.trajectory_interval == 0 or force:
+        if force and getattr(self, "_written", None) == step:
+            return  # this step's outputs are written already
+        self._written = step
+        traj_due = step % out.trajectory_interval == 0
+        thermo_due = step % out.thermo_interval == 0
+        if traj_due or force:
             self.traj.write_frame(self.time_ps(), st.positions.cpu().numpy(),
                                   None if st.box is None else st.box.cpu().numpy(),
                                   velocities=st.velocities.cpu().numpy() if out.velocities else None,
                                   forces=result.forces.cpu().numpy() if out.forces else None,
                                   step=step)
-        if step % out.thermo_interval == 0 or force:
+        if thermo_due or force:
             ke = float(kinetic_energy(st))
             pe = float(result.energy)
-            self.thermo.write([step, self.time_ps(), pe, ke, pe + ke, temperature(st, ke),
-                               pressure(st, result, ke), st.volume(),
-                               self.sim.integrator.invariant(st, result),
-                               self.sim.potential.sel_overflow])
+            integ = self.sim.integrator
+            self.thermo.write([step, self.time_ps(), pe, ke, pe + ke,
+                               temperature(st, ke, integ.dof(st)), pressure(st, result, ke),
+                               st.volume(), integ.invariant(st, result), self.sim.sel_overflow])
         if self.devi is not None and step % self.sim.config.model_deviation.interval == 0:
             self.write_model_deviation(result)
         if step % out.restart_interval == 0 and step > 0:
@@ -270,6 +345,18 @@ class _Progress:
             self.bar.stop()
 
 
+def _report_minimization(sim: Simulation, verbose: bool) -> None:
+    integ, st = sim.integrator, sim.state
+    cell = (f", max |P - P0| {integ.max_stress:.4g} bar" if getattr(integ, "cell", False) else "")
+    if integ.converged:
+        if verbose:
+            print(f"minimization converged at step {st.step}: max force "
+                  f"{integ.max_force:.4g} eV/A{cell}", flush=True)
+    else:
+        print(f"dpengine: minimization not converged after {st.step} steps: max force "
+              f"{integ.max_force:.4g} eV/A (tolerance {integ.ftol:g}){cell}", file=sys.stderr)
+
+
 def _hms(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "--:--:--"
@@ -303,12 +390,16 @@ def run(config_path, steps: int | None = None, output_dir=".", restart=None,
             result = sim.compute(state)
             sim.integrator.init(state, result)
             outputs.write(result)  # step 0, or the restart step the truncation dropped
-            while state.step < total and signals.received is None:
+            while (state.step < total and signals.received is None
+                   and not sim.integrator.converged):
                 result = sim.integrator.step(state, result, sim.compute)
                 outputs.write(result)
                 bar.update(state.step)
             if signals.received is not None:
                 code = 128 + int(signals.received)
+            if config.md.ensemble == "minimize":
+                outputs.write(result, force=True)  # the final structure
+                _report_minimization(sim, progress)
     finally:
         bar.close()
         path = outputs.write_restart()
