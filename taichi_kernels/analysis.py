@@ -18,8 +18,8 @@ Three histogram kernels, each ONE launch per call:
 * :func:`angle_histogram_nlist` — the bond-angle histogram of triplets j–i–k with both
   ``|r_ij|`` and ``|r_ik|`` below a cutoff, from a Verlet list.
 
-Histograms are float64 and accumulated with atomic adds (exact: every increment is a
-small integer or a frame weight summed in an order that only changes round-off).
+Pair histograms are int32 counts (exact, order-independent integer atomics), kept per
+frame so that the caller can weight frames (by their volume, for NPT).
 No ``ti.init`` here: callers run ``dpengine.backend.init_taichi`` first. Arguments are
 torch tensors or numpy arrays (``ti.types.ndarray``).
 """
@@ -35,21 +35,22 @@ _I2 = ti.types.ndarray(dtype=ti.i32, ndim=2)
 _I3 = ti.types.ndarray(dtype=ti.i32, ndim=3)
 
 # columns of ``geom`` in pair_histogram_frames
-G_RHO, G_WEIGHT, G_RMAX = 0, 3, 4
+G_RHO, G_RMAX = 0, 3
 
 
 @ti.kernel
 def pair_histogram_frames(frac_a: _F3, frac_b: _F3, boxes: _F3, geom: _F2, same: ti.i32,
-                          hist: _F2):
-    """Radial histogram of A–B pairs over a chunk of frames (all-pairs enumeration).
+                          hist: _I2):
+    """Radial histogram of A–B pairs, per frame, over a chunk of frames (all pairs).
 
     frac_a  float64 [F, N_A, 3]  fractional coordinates of the A atoms (any real values)
     frac_b  float64 [F, N_B, 3]  fractional coordinates of the B atoms
     boxes   float64 [F, 3, 3]    cell vectors as rows, Å
-    geom    float64 [F, 5]       per frame: ρ_d = r_max / w_d (3), frame weight w_f, r_max (Å)
+    geom    float64 [F, 4]       per frame: ρ_d = r_max / w_d (3), r_max (Å)
     same    1 if A and B are the same atoms: pairs i < j, each counted twice (ordered pairs)
-    hist    float64 [2, n_bins]  in/out: row 0 += pair counts, row 1 += w_f · pair counts;
-                                 bin k covers [k, k + 1) · r_max / n_bins
+    hist    int32 [F, n_bins]    in/out: += ordered pair counts of frame f; bin k covers
+                                 [k, k + 1) · r_max / n_bins (integer atomics: one
+                                 ``lock xadd`` per pair; the caller weights frames)
     """
     n_frames = frac_a.shape[0]
     n_a = frac_a.shape[1]
@@ -58,21 +59,20 @@ def pair_histogram_frames(frac_a: _F3, frac_b: _F3, boxes: _F3, geom: _F2, same:
     for f, i in ti.ndrange(n_frames, n_a):
         rho = ti.Vector([geom[f, G_RHO], geom[f, G_RHO + 1], geom[f, G_RHO + 2]])
         rmax = geom[f, G_RMAX]
-        weight = geom[f, G_WEIGHT]
         inv_dr = n_bins / rmax
+        rmax2 = rmax * rmax
         si = ti.Vector([frac_a[f, i, 0], frac_a[f, i, 1], frac_a[f, i, 2]])
-        mult = 1.0
+        mult = 1
         j0 = 0
         if same == 1:
-            mult = 2.0
+            mult = 2
             j0 = i + 1
         for j in range(j0, n_b):
             ok = True
             ds = ti.Vector([0.0, 0.0, 0.0])
             for d in ti.static(range(3)):
                 s = frac_b[f, j, d] - si[d]
-                nd = ti.ceil(-rho[d] - s)
-                ds[d] = s + nd
+                ds[d] = s + ti.ceil(-rho[d] - s)
                 if ds[d] >= rho[d]:
                     ok = False
             if ok:
@@ -80,10 +80,9 @@ def pair_histogram_frames(frac_a: _F3, frac_b: _F3, boxes: _F3, geom: _F2, same:
                 for x in ti.static(range(3)):
                     rx = ds[0] * boxes[f, 0, x] + ds[1] * boxes[f, 1, x] + ds[2] * boxes[f, 2, x]
                     r2 += rx * rx
-                k = ti.cast(ti.sqrt(r2) * inv_dr, ti.i32)
-                if k < n_bins:
-                    ti.atomic_add(hist[0, k], mult)
-                    ti.atomic_add(hist[1, k], mult * weight)
+                if r2 < rmax2:
+                    k = ti.min(ti.cast(ti.sqrt(r2) * inv_dr, ti.i32), n_bins - 1)
+                    ti.atomic_add(hist[f, k], mult)
 
 
 @ti.func
@@ -100,30 +99,27 @@ def _pair_vector(pos: ti.template(), box: ti.template(), neighbors: ti.template(
 
 @ti.kernel
 def pair_histogram_nlist(pos: _F2, box: _F2, neighbors: _I2, images: _I3, counts: _I1,
-                         is_a: _I1, is_b: _I1, params: _F1, hist: _F2):
+                         is_a: _I1, is_b: _I1, params: _F1, hist: _I1):
     """Radial histogram of ordered A–B pairs from a full Verlet list (one frame).
 
     pos        float64 [N, 3]     positions the list was built for, Å
     box        float64 [3, 3]     cell vectors as rows, Å
     neighbors, images, counts     the list (see ``dpengine.neighbor.NeighborList``)
     is_a, is_b int32 [N]          1 for the atoms of type A / B (centres / partners)
-    params     float64 [2]        r_max (Å), frame weight w_f
-    hist       float64 [2, n_bins] in/out: row 0 += counts, row 1 += w_f · counts
+    params     float64 [1]        r_max, Å
+    hist       int32 [n_bins]     in/out: += ordered pair counts
     """
-    n_bins = hist.shape[1]
+    n_bins = hist.shape[0]
     rmax = params[0]
-    weight = params[1]
     inv_dr = n_bins / rmax
     for i in range(pos.shape[0]):
         if is_a[i] == 1:
             for slot in range(counts[i]):
                 j = neighbors[i, slot]
                 if is_b[j] == 1:
-                    r = _pair_vector(pos, box, neighbors, images, i, slot)
-                    k = ti.cast(r.norm() * inv_dr, ti.i32)
-                    if k < n_bins:
-                        ti.atomic_add(hist[0, k], 1.0)
-                        ti.atomic_add(hist[1, k], weight)
+                    r = _pair_vector(pos, box, neighbors, images, i, slot).norm()
+                    if r < rmax:
+                        ti.atomic_add(hist[ti.min(ti.cast(r * inv_dr, ti.i32), n_bins - 1)], 1)
 
 
 @ti.kernel
@@ -151,7 +147,9 @@ def angle_histogram_nlist(pos: _F2, box: _F2, neighbors: _I2, images: _I3, count
                     if ra.norm_sqr() < rc2:
                         for b in range(a + 1, counts[i]):
                             jb = neighbors[i, b]
-                            if (is_j[ja] == 1 and is_k[jb] == 1) or (is_k[ja] == 1 and is_j[jb] == 1):
+                            jk = is_j[ja] == 1 and is_k[jb] == 1
+                            kj = is_k[ja] == 1 and is_j[jb] == 1
+                            if jk or kj:
                                 rb = _pair_vector(pos, box, neighbors, images, i, b)
                                 if rb.norm_sqr() < rc2:
                                     c = ra.dot(rb) / ti.sqrt(ra.norm_sqr() * rb.norm_sqr())

@@ -89,7 +89,7 @@ def test_rdf_search_methods_agree_exactly(tmp_path):
 
 
 def test_fcc_rdf_and_coordination_match_the_shells_in_a_primitive_triclinic_cell(tmp_path):
-    a = 4.0                                                # shells: a/√2 (12), a (6), a√1.5 (24), a√2 (12)
+    a = 4.0                               # shells: a/√2 (12), a (6), a√1.5 (24), a√2 (12)
     prim = 0.5 * a * np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
     pos, box = lattice([[0, 0, 0]], prim, 6)               # 216 atoms, 60°-rhombohedral cell
     traj = write_traj(tmp_path / "fcc.nc", [(pos, box)])
@@ -111,7 +111,8 @@ def test_fcc_rdf_and_coordination_match_the_shells_in_a_primitive_triclinic_cell
 
 # --------------------------------------------------------------------------- Steinhardt
 CRYSTALS = {  # basis, cell, cutoff between shells, Q4, Q6
-    "fcc": ([[0, 0, 0], [.5, .5, 0], [.5, 0, .5], [0, .5, .5]], np.eye(3) * 4.0, 3.4, 0.19094, 0.57452),
+    "fcc": ([[0, 0, 0], [.5, .5, 0], [.5, 0, .5], [0, .5, .5]], np.eye(3) * 4.0, 3.4,
+            0.19094, 0.57452),
     "bcc": ([[0, 0, 0], [.5, .5, .5]], np.eye(3) * 4.0, 4.5, 0.03637, 0.51069),
     "hcp": ([[0, 0, 0], [1 / 3, 2 / 3, .5]],
             np.array([[3.0, 0, 0], [-1.5, 1.5 * np.sqrt(3), 0], [0, 0, 3.0 * np.sqrt(8 / 3)]]),
@@ -134,6 +135,17 @@ def test_steinhardt_q6_of_perfect_crystals(tmp_path, name):
     assert res.neighbours == {"fcc": 12, "bcc": 14, "hcp": 12}[name]
     if name != "hcp":                                      # all q_lm equal: Q̄ = Q
         assert res.mean_bar[6] == pytest.approx(q6, abs=2e-5)
+
+
+def test_spherical_harmonics_match_scipy_up_to_the_condon_shortley_phase():
+    from scipy.special import sph_harm_y
+    rng = np.random.default_rng(0)
+    theta, phi = rng.uniform(0, np.pi, 50), rng.uniform(-np.pi, np.pi, 50)
+    for l in (0, 1, 4, 6, 12):
+        m = np.arange(l + 1)
+        ref = sph_harm_y(l, m[None], theta[:, None], phi[:, None]) * (-1.0) ** m
+        np.testing.assert_allclose(steinhardt.spherical_harmonics(l, np.cos(theta), phi), ref,
+                                   atol=1e-12)
 
 
 def test_steinhardt_cli_with_a_types_file(tmp_path, capsys):
@@ -238,6 +250,28 @@ def test_rdf_agrees_with_mdanalysis_on_an_engine_trajectory(water_run, tmp_path,
     assert np.abs(g - ref.results.rdf).sum() / ref.results.rdf.sum() < 2e-3
 
 
+def test_reader_reads_a_trajectory_written_by_mdanalysis(water_run, tmp_path):
+    """Another program's AMBER file (MDAnalysis' writer: its own layout, scale factors)."""
+    import MDAnalysis as mda
+
+    src = water_run / "out" / "traj.nc"
+    u = mda.Universe(str(water_run / "conf.lmp"), str(src), topology_format="DATA",
+                     format="NCDF", atom_style="id type x y z")
+    with mda.Writer(str(tmp_path / "mda.nc"), u.atoms.n_atoms, format="NCDF", velocities=True,
+                    scale_velocities=20.455) as w:            # AMBER's own velocity unit
+        for _ in u.trajectory:
+            w.write(u.atoms)
+    with Trajectory(src) as ours, Trajectory(tmp_path / "mda.nc") as theirs:
+        assert theirs.n_frames == ours.n_frames and theirs.has_velocities
+        fr = ours.select()
+        a = next(ours.chunks(fr, velocities=True))
+        b = next(theirs.chunks(fr, velocities=True))
+        np.testing.assert_allclose(b.positions, a.positions, atol=1e-5)
+        np.testing.assert_allclose(b.boxes, a.boxes, atol=1e-5)
+        np.testing.assert_allclose(b.velocities, a.velocities, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(b.time, a.time, atol=1e-6)
+
+
 def test_every_analysis_writes_a_table_a_plot_and_json(water_run, tmp_path, capsys):
     traj, toml = str(water_run / "out" / "traj.nc"), str(water_run / "run.toml")
     common = ["--input", toml, "-o", str(tmp_path), "--json", "-q"]
@@ -274,7 +308,8 @@ def test_bad_input_gives_clear_errors(water_run, tmp_path, capsys):
         pass
     cases = [
         (["rdf", str(tmp_path / "text.nc"), "--types", "O", "O"], ["text.nc", "not a NetCDF"]),
-        (["rdf", str(tmp_path / "missing.nc"), "--types", "O", "O"], ["missing.nc", "does not exist"]),
+        (["rdf", str(tmp_path / "missing.nc"), "--types", "O", "O"],
+         ["missing.nc", "does not exist"]),
         (["rdf", str(tmp_path / "empty.nc"), "--types", "O", "O"], ["empty.nc", "no frames"]),
         (["rdf", traj, "--types", "O", "Xe"], ["'Xe'", "not present", "O, H"]),
         (["rdf", traj, "--types", "O", "O", "--skip", "50"], ["--skip 50", "11 frames"]),
@@ -282,10 +317,12 @@ def test_bad_input_gives_clear_errors(water_run, tmp_path, capsys):
         (["vacf", traj, "--types", "O", "--max-lag", "5"], ["--max-lag"]),
     ]
     for argv, words in cases:
-        rc, out, err = run_cli(["analyze", *argv, "--input", toml, "-o", str(tmp_path), "-q"], capsys)
+        rc, out, err = run_cli(["analyze", *argv, "--input", toml, "-o", str(tmp_path), "-q"],
+                               capsys)
         assert rc == 2, (argv, out, err)
         assert err.count("\n") == 1 and all(w in err for w in words), (argv, err)
-    rc, out, err = run_cli(["analyze", "rdf", traj, "--types", "O", "O", "-o", str(tmp_path)], capsys)
+    rc, out, err = run_cli(["analyze", "rdf", traj, "--types", "O", "O", "-o", str(tmp_path)],
+                           capsys)
     assert rc == 2 and "--input" in err and "--types-file" in err
     (tmp_path / "types.txt").write_text("O\nH\n")
     rc, out, err = run_cli(["analyze", "rdf", traj, "--types", "O", "O", "--types-file",

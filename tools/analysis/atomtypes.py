@@ -36,7 +36,8 @@ def symbols_from_text(path: Path, type_map=None) -> list[str]:
         for line in fh:
             body = line.partition("#")[0].split()
             if len(body) > 1:
-                raise ValueError(f"{path}: expected one element name per line, got {line.strip()!r}")
+                raise ValueError(f"{path}: expected one element name per line, got "
+                                 f"{line.strip()!r}")
             words.extend(body)
     if not words:
         raise ValueError(f"{path}: no atom types in the file")

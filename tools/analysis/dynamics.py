@@ -82,7 +82,7 @@ class LagCorrelator:
         if idx.size == 0:
             return
         dots = (self._ring @ flat)[idx]              # Σ_i x_i(o) · x_i(k), one GEMV
-        if self.kind == "msd":                       # Σ |a − b|² = Σ a² + Σ b² − 2 Σ a·b
+        if self.kind == "msd":                   # Σ |a − b|² = Σ a² + Σ b² − 2 Σ a·b
             val = np.maximum(self._norm2[idx] + norm2 - 2.0 * dots, 0.0) / self._n_atoms
         else:
             val = dots / self._n_atoms
@@ -111,11 +111,14 @@ def fit_diffusion(t, msd_values, window) -> tuple[float, float, float]:
     t, y = np.asarray(t, float), np.asarray(msd_values, float)
     sel = (t >= window[0] - 1e-9) & (t <= window[1] + 1e-9) & np.isfinite(y)
     if sel.sum() < 3:
-        raise ValueError(f"the MSD fit window {window[0]:g}-{window[1]:g} ps holds {int(sel.sum())} "
+        raise ValueError(f"the MSD fit window {window[0]:g}-{window[1]:g} ps holds "
+                         f"{int(sel.sum())} "
                          "lags (need >= 3); widen --fit or use more frames")
     slope, intercept = np.polyfit(t[sel], y[sel], 1)
     pos = sel & (t > 0) & (y > 0)
-    alpha = float(np.polyfit(np.log(t[pos]), np.log(y[pos]), 1)[0]) if pos.sum() >= 2 else float("nan")
+    alpha = float("nan")
+    if pos.sum() >= 2:
+        alpha = float(np.polyfit(np.log(t[pos]), np.log(y[pos]), 1)[0])
     return float(slope / 6.0), float(intercept), alpha
 
 
@@ -204,7 +207,9 @@ def msd(traj: Trajectory, frames, atoms, masses=None, fit=None, max_lag=None, bl
     d, b, alpha = fit_diffusion(t, curve, fit)
     block_d = np.array([fit_diffusion(t, m, fit)[0] for m in corr.block_means()[:n_blocks]]) \
         if n_blocks >= 2 else np.array([])
-    d_err = float(np.std(block_d, ddof=1) / np.sqrt(len(block_d))) if len(block_d) >= 2 else float("nan")
+    d_err = float("nan")
+    if len(block_d) >= 2:
+        d_err = float(np.std(block_d, ddof=1) / np.sqrt(len(block_d)))
     if not np.isfinite(d_err):
         notes.append("no uncertainty: fewer than 2 segments (use a longer trajectory or a "
                      "shorter --fit window)")

@@ -41,7 +41,8 @@ class _Context:
     def header(self, what: str) -> list[str]:
         f = self.frames
         return [what, f"trajectory: {self.traj.path} ({self.traj.n_atoms} atoms, written by "
-                f"{self.traj.program})", f"frames: {len(f)} ({f[0]}..{f[-1]} step {self.args.stride})"]
+                f"{self.traj.program})",
+                f"frames: {len(f)} ({f[0]}..{f[-1]} step {self.args.stride})"]
 
     def base(self, analysis: str, **numbers) -> dict:
         return dict(analysis=analysis, trajectory=self.traj.path, frames=len(self.frames),
@@ -100,7 +101,8 @@ def run_rdf(args) -> dict:
     out["summary"] = [
         f"{a}-{b} RDF of {res.n_frames} frames ({res.n_a} x {res.n_b} atoms, r_max "
         f"{res.edges[-1]:.3f} Å): first peak {_fmt(pk['r_peak'])} Å, g = {_fmt(pk['g_peak'])}; "
-        f"first minimum {_fmt(pk['r_min'])} Å; coordination number {_fmt(pk['coordination'], '.2f')}",
+        f"first minimum {_fmt(pk['r_min'])} Å; coordination number "
+        f"{_fmt(pk['coordination'], '.2f')}",
         f"wrote {table}" + (f", {plot}" if plot else "")]
     return out
 
@@ -195,9 +197,9 @@ def run_msd(args) -> dict:
               args.blocks, args.origins, not args.no_drift_correction, not args.quiet)
     stem = f"msd_{name}"
     cm = 1e5 * A2_PER_PS_TO_CM2_PER_S            # Å²/ps → 10⁻⁵ cm²/s
+    drift = "drift kept" if args.no_drift_correction else "centre-of-mass drift removed"
     table = write_table(ctx.path(stem, "csv"), ["t[ps]", "msd[A^2]"], [res.t, res.msd],
-                        ctx.header(f"mean-squared displacement of {name} (unwrapped, "
-                                   f"{'drift kept' if args.no_drift_correction else 'centre-of-mass drift removed'})") +
+                        ctx.header(f"mean-squared displacement of {name} (unwrapped, {drift})") +
                         [f"D = {res.D:.6g} +- {res.D_err:.3g} A^2/ps from MSD = 6 D t + b on "
                          f"{res.fit[0]:.4g}-{res.fit[1]:.4g} ps ({len(res.block_d)} segments)"])
     fig = Figure(1, 2, width=5.0, title=f"{name}: MSD, D = {res.D * cm:.3g} ± "
@@ -220,7 +222,8 @@ def run_msd(args) -> dict:
                    D_A2_per_ps=res.D, D_err_A2_per_ps=res.D_err, D_1e5_cm2_per_s=res.D * cm,
                    D_err_1e5_cm2_per_s=res.D_err * cm, alpha=res.alpha, segments_D=res.block_d,
                    notes=res.notes, table=table, plot=plot)
-    out["summary"] = [f"{name}: D = {res.D:.4g} ± {_fmt(res.D_err, '.2g')} Å²/ps = {res.D * cm:.3g} ± "
+    out["summary"] = [f"{name}: D = {res.D:.4g} ± {_fmt(res.D_err, '.2g')} Å²/ps = "
+                      f"{res.D * cm:.3g} ± "
                       f"{_fmt(res.D_err * cm, '.2g')} × 10⁻⁵ cm²/s (fit {res.fit[0]:.3g}-"
                       f"{res.fit[1]:.3g} ps, exponent α = {res.alpha:.2f})",
                       *res.notes, f"wrote {table}" + (f", {plot}" if plot else "")]
