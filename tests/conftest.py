@@ -1,4 +1,9 @@
-"""Shared fixtures: the DeePMD-kit fixture model (imported once per session) and the water data."""
+"""Shared fixtures: the DeePMD-kit fixture model (imported once per session) and the water data.
+
+``DPENGINE_TEST_DEVICE=cuda`` runs the device-aware tests on the GPU (Taichi holds one
+architecture per process, so a test session uses one device).
+"""
+import os
 from pathlib import Path
 
 import numpy as np
@@ -8,11 +13,18 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURE = SHARED / "fixtures" / "deepmd_se_e2_a"
 WATER = SHARED / "data" / "water"
 REPO = Path(__file__).resolve().parents[1]
+DEVICE = os.environ.get("DPENGINE_TEST_DEVICE", "cpu")
 
 
 def pytest_configure(config):
     from dpengine.backend import init_taichi
-    init_taichi("cpu")
+    init_taichi(DEVICE)
+
+
+@pytest.fixture(scope="session")
+def device() -> str:
+    """The device the engine runs on in this test session ("cpu" or "cuda")."""
+    return DEVICE
 
 
 @pytest.fixture(scope="session")

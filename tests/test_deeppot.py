@@ -20,8 +20,8 @@ def test_import_metadata(water_model):
 
 
 @pytest.mark.parametrize("frame", range(5))
-def test_taichi_path_matches_deepmd(water_model, reference, frame):
-    model = dpengine.load_model(water_model)
+def test_taichi_path_matches_deepmd(water_model, reference, frame, device):
+    model = dpengine.load_model(water_model, device=device)
     out = model.evaluate(reference["coord"][frame].reshape(-1, 3),
                          reference["box"][frame].reshape(3, 3), reference["atype"])
     assert abs(out["energy"] - reference["energy"][frame]) / abs(reference["energy"][frame]) < 1e-10
@@ -41,17 +41,17 @@ def test_reference_path_matches_deepmd(water_model, reference, frame):
     assert _rel(out["atom_energy"].detach(), reference["atom_energy"][frame]) < 1e-10
 
 
-def test_float32_close_to_float64(water_model, reference):
+def test_float32_close_to_float64(water_model, reference, device):
     pos, box, types = reference["coord"][0].reshape(-1, 3), reference["box"][0].reshape(3, 3), reference["atype"]
-    e64 = dpengine.load_model(water_model).evaluate(pos, box, types)
-    e32 = dpengine.load_model(water_model, precision="float32").evaluate(pos, box, types)
+    e64 = dpengine.load_model(water_model, device=device).evaluate(pos, box, types)
+    e32 = dpengine.load_model(water_model, device=device, precision="float32").evaluate(pos, box, types)
     # float32 network on float64 geometry: relative error of a few ulp(float32) per atom
     assert abs(e32["energy"] - e64["energy"]) / len(types) < 1e-4
     assert np.abs(e32["forces"] - e64["forces"]).max() < 1e-3
     assert _rel(e32["virial"], e64["virial"]) < 1e-3
 
 
-def test_type_one_side_false_matches_reference(tmp_path):
+def test_type_one_side_false_matches_reference(tmp_path, device):
     """A model with per-(centre, neighbour)-type embeddings: Taichi path == reference path."""
     from dpengine.model.io import save_model
     from dpengine.model.network import DeepPotSE
@@ -67,7 +67,7 @@ def test_type_one_side_false_matches_reference(tmp_path):
     box = np.diag([7.0, 7.5, 8.0]) + np.array([[0, 0, 0], [0.8, 0, 0], [-0.5, 0.6, 0]])
     pos = rng.uniform(0, 1, (40, 3)) @ box
     types = rng.integers(0, 2, 40)
-    fast = dpengine.load_model(path).evaluate(pos, box, types)
+    fast = dpengine.load_model(path, device=device).evaluate(pos, box, types)
     ref = evaluate_reference(load_network(path)[0], pos, box, types)
     assert abs(fast["energy"] - ref["energy"].item()) < 1e-10
     assert np.abs(fast["forces"] - ref["forces"].detach().numpy()).max() < 1e-10

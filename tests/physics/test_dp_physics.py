@@ -6,8 +6,8 @@ import dpengine
 
 
 @pytest.fixture(scope="module")
-def model(water_model):
-    return dpengine.load_model(water_model)
+def model(water_model, device):
+    return dpengine.load_model(water_model, device=device)
 
 
 @pytest.fixture(scope="module")
