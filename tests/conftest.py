@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(os.environ.get("DPENGINE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 FIXTURE = SHARED / "fixtures" / "deepmd_se_e2_a"
 WATER = SHARED / "data" / "water"
 REPO = Path(__file__).resolve().parents[1]
