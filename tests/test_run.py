@@ -121,7 +121,8 @@ def test_model_deviation(tmp_path, water_model):
     devi = np.loadtxt(tmp_path / "o" / "model_devi.out")
     assert devi.shape == (3, 8)
     assert list(devi[:, 0]) == [0, 5, 10]
-    assert np.all(devi[:, 1:] == 0)  # identical committee: zero deviation
+    # identical committee: zero deviation (to round-off on a GPU, where forces sum by atomics)
+    assert np.all(np.abs(devi[:, 1:]) < 1e-9)
 
 
 BAD = [
