@@ -667,6 +667,35 @@ trajectory_interval = 100
 '''
 
 
+_ENSEMBLES_DOC = """\
+## Ensembles, thermostats and barostats
+
+`[md] ensemble` picks the integrator (`dpengine.integrators`); the thermo log's `conserved`
+column is its invariant, which stays constant up to integration error (check its drift):
+
+| ensemble | thermostat / barostat | integrator | `conserved` column |
+|---|---|---|---|
+| `"nve"` | — | velocity Verlet | K + U |
+| `"nvt"` | `"langevin"` | BAOAB, friction `langevin_friction` (1/ps) | K + U + heat given to the bath |
+| `"nvt"` | `"csvr"` | stochastic velocity rescaling (Bussi et al. 2007), `tau_t` | K + U + heat |
+| `"nvt"` | `"nose-hoover-chain"` | Nosé-Hoover chains (`chain_length`, `chain_steps`, `yoshida_order`), `tau_t` | K + U + chain energy |
+| `"nvt"` | `"berendsen"` | weak coupling, `tau_t`; **not canonical** | K + U + heat |
+| `"npt"` | `"nose-hoover-chain"` + `"mtk"` | Martyna-Tobias-Klein, `coupling` isotropic / anisotropic / triclinic, `tau_p`, `barostat_chain_length` | K + U + PV + cell kinetic energy + chain energies |
+| `"npt"` | `"csvr"`, `"langevin"` or `"berendsen"` + `"c-rescale"` | stochastic cell rescaling (Bernetti & Bussi 2020), isotropic / anisotropic, `tau_p`, `compressibility` | K + U + PV + heat + barostat work |
+| `"npt"` | `"csvr"`, `"langevin"` or `"berendsen"` + `"berendsen"` | Berendsen barostat, any coupling; **not isobaric** | K + U + PV + heat (not conserved) |
+| `"minimize"` | — | `minimizer` FIRE or L-BFGS; with `pressure`, the cell too (`coupling`) | U + PV (enthalpy at 0 K) |
+
+The thermo `temp` uses 3N − 3 degrees of freedom (3N with Langevin noise or springs, which
+do not conserve the total momentum). Stochastic methods draw their noise from a
+counter-based generator keyed by (`seed`, step, atom): a run does not depend on the number
+of threads, and `--restart` continues it exactly; the extended variables (chains, cell
+momenta, accumulated heat) are saved in the restart file. The anisotropic stochastic cell
+rescaling needs a box whose first vector is along x and second in the xy plane (as LAMMPS
+writes it). `compressibility` sets only the relaxation rate of `c-rescale` (any positive
+value samples the right ensemble; the true value gives a volume relaxation time ≈ `tau_p`).
+"""
+
+
 def _toml_literal(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return "[" + ", ".join(_toml_literal(v) for v in value) + "]"
@@ -722,6 +751,7 @@ def schema_markdown() -> str:
             kind = _TYPES[key.type][1] + (f", {key.unit}" if key.unit else "")
             doc = key.doc.replace("|", "\\|")
             lines.append(f"| `{key.name}` | {kind} | {default} | {_allowed(key)} | {doc} |")
+    lines += ["", *_ENSEMBLES_DOC.rstrip("\n").split("\n")]
     return "\n".join(lines) + "\n"
 
 

@@ -249,32 +249,42 @@ class _Outputs:
         return self.sim.state.step * self.sim.config.md.timestep * units.FS_TO_PS
 
     def write(self, result, force: bool = False) -> None:
-        """Write what is due at this step; ``force``: also the trajectory frame and thermo
-        line that are not due (unless this step's are written already)."""
+        """Write what is due at this step; ``force`` (the end of a minimisation): also the
+        trajectory frame and thermo line that are not due, unless already written."""
         st, out = self.sim.state, self.sim.config.output
         step = st.step
-        if force and getattr(self, "_written", None) == step:
-            return  # this step's outputs are written already
-        self._written = step
-        traj_due = step % out.trajectory_interval == 0
-        thermo_due = step % out.thermo_interval == 0
-        if traj_due or force:
-            self.traj.write_frame(self.time_ps(), st.positions.cpu().numpy(),
-                                  None if st.box is None else st.box.cpu().numpy(),
-                                  velocities=st.velocities.cpu().numpy() if out.velocities else None,
-                                  forces=result.forces.cpu().numpy() if out.forces else None,
-                                  step=step)
-        if thermo_due or force:
-            ke = float(kinetic_energy(st))
-            pe = float(result.energy)
-            integ = self.sim.integrator
-            self.thermo.write([step, self.time_ps(), pe, ke, pe + ke,
-                               temperature(st, ke, integ.dof(st)), pressure(st, result, ke),
-                               st.volume(), integ.invariant(st, result), self.sim.sel_overflow])
+        if force:
+            if getattr(self, "_last_frame", None) != step:
+                self._frame(result)
+            if getattr(self, "_last_thermo", None) != step:
+                self._thermo(result)
+            return
+        if step % out.trajectory_interval == 0:
+            self._frame(result)
+        if step % out.thermo_interval == 0:
+            self._thermo(result)
         if self.devi is not None and step % self.sim.config.model_deviation.interval == 0:
             self.write_model_deviation(result)
         if step % out.restart_interval == 0 and step > 0:
             self.write_restart()
+
+    def _frame(self, result) -> None:
+        st, out = self.sim.state, self.sim.config.output
+        self._last_frame = st.step
+        self.traj.write_frame(self.time_ps(), st.positions.cpu().numpy(),
+                              None if st.box is None else st.box.cpu().numpy(),
+                              velocities=st.velocities.cpu().numpy() if out.velocities else None,
+                              forces=result.forces.cpu().numpy() if out.forces else None,
+                              step=st.step)
+
+    def _thermo(self, result) -> None:
+        st, integ = self.sim.state, self.sim.integrator
+        self._last_thermo = st.step
+        ke = float(kinetic_energy(st))
+        pe = float(result.energy)
+        self.thermo.write([st.step, self.time_ps(), pe, ke, pe + ke,
+                           temperature(st, ke, integ.dof(st)), pressure(st, result, ke),
+                           st.volume(), integ.invariant(st, result), self.sim.sel_overflow])
 
     def write_model_deviation(self, result) -> None:
         from dpengine.io.thermo import model_deviation

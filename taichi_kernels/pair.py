@@ -52,16 +52,45 @@ def _reduce(out: ti.template(), n):
             out[last, c] = 0.0
 
 
+@ti.func
+def _pair_key(j, n0, n1, n2) -> ti.i64:
+    """A total order on (neighbour index, image vector): j · 2²⁴ + packed (n + 128)."""
+    return (ti.cast(j, ti.i64) << 24) | (ti.cast(n0 + 128, ti.i64) << 16) \
+        | (ti.cast(n1 + 128, ti.i64) << 8) | ti.cast(n2 + 128, ti.i64)
+
+
 @ti.kernel
-def lj_compute(pos: _F2, types: _I1, neighbors: _I2, images: _I3, counts: _I1, table: _F1,
-               out: _F2):
+def pair_order(neighbors: _I2, images: _I3, counts: _I1, order: _I2):
+    """order[i, :counts[i]] = the slots of row i sorted by (j, image): the canonical order in
+    which ``lj_compute`` sums a row, so forces do not depend on where the Verlet list was
+    last built (restarts rebuild it elsewhere). Run once per list build (insertion sort)."""
+    for i in range(neighbors.shape[0]):
+        cnt = counts[i]
+        for q in range(cnt):
+            order[i, q] = q
+        for q in range(1, cnt):
+            s = order[i, q]
+            key = _pair_key(neighbors[i, s], images[i, s, 0], images[i, s, 1], images[i, s, 2])
+            r = q - 1
+            while r >= 0:
+                t = order[i, r]
+                if _pair_key(neighbors[i, t], images[i, t, 0], images[i, t, 1], images[i, t, 2]) <= key:
+                    break
+                order[i, r + 1] = t
+                r -= 1
+            order[i, r + 1] = s
+
+
+@ti.kernel
+def lj_compute(pos: _F2, types: _I1, neighbors: _I2, images: _I3, counts: _I1, order: _I2,
+               table: _F1, out: _F2):
     """Lennard-Jones u(r) = c12/r¹² − c6/r⁶ − shift for r < r_c over the FULL neighbour list
     (both i→j and j→i stored, images included; r_ij = x_j − x_i + n @ box).
 
     Per atom, every pair contributes half of its energy and virial:
         F_i = Σ_j u'(r) r̂_ij,   e_i = ½ Σ_j u(r),   W_i = −½ Σ_j (u'(r)/r) r_ij ⊗ r_ij.
-    One thread per atom; each row is summed in the list's (canonical) order, so the
-    forces are bit-reproducible.
+    One thread per atom; each row is summed in the canonical (j, image) order given by
+    ``order`` (``pair_order``), so the forces are bit-reproducible.
     """
     n = pos.shape[0]
     nt = ti.cast(table[LJ_NTYPES], ti.i32)
@@ -72,7 +101,8 @@ def lj_compute(pos: _F2, types: _I1, neighbors: _I2, images: _I3, counts: _I1, t
         e = 0.0
         w = ti.Vector([0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
         periodic = table[LJ_PERIODIC] > 0.5
-        for q in range(counts[i]):
+        for qq in range(counts[i]):
+            q = order[i, qq]
             j = neighbors[i, q]
             r = ti.Vector([pos[j, 0], pos[j, 1], pos[j, 2]]) - xi
             if periodic:

@@ -131,6 +131,8 @@ class LennardJones:
         self._counts_key = None
         self._counts = None
         self._out = None
+        self._order = None
+        self._order_key = None
 
     def tail(self, types: torch.Tensor, volume: float) -> tuple[float, float]:
         """(E_tail in eV, P_tail in eV/Å³) for the atoms ``types`` in ``volume`` Å³ (zero
@@ -147,9 +149,19 @@ class LennardJones:
         return e, p
 
     def compute(self, positions, box, types, nlist, atom_energy: bool = False) -> PotentialResult:
-        from taichi_kernels.pair import LJ_BOX, LJ_PERIODIC, lj_compute, out_rows
+        from taichi_kernels.pair import LJ_BOX, LJ_PERIODIC, lj_compute, out_rows, pair_order
         init_taichi(self.device.type)
         n = positions.shape[0]
+        # canonical summation order of each row, recomputed when the list was rebuilt
+        # (strong references: the list and its tensor cannot be freed and their ids reused)
+        key = (nlist, nlist.n_builds, nlist.neighbors)
+        old = self._order_key
+        if old is None or old[0] is not nlist or old[1] != key[1] or old[2] is not key[2]:
+            if self._order is None or self._order.shape != nlist.neighbors.shape:
+                self._order = torch.zeros(tuple(nlist.neighbors.shape), dtype=torch.int32,
+                                          device=self.device)
+            pair_order(nlist.neighbors, nlist.images, nlist.counts, self._order)
+            self._order_key = key
         if self._out is None or self._out.shape[0] != out_rows(n):
             self._out = torch.zeros((out_rows(n), 10), dtype=torch.float64, device=self.device)
         if box is not None:
@@ -157,8 +169,8 @@ class LennardJones:
             self._table[LJ_PERIODIC] = 1.0
         else:
             self._table[LJ_PERIODIC] = 0.0
-        lj_compute(positions, types, nlist.neighbors, nlist.images, nlist.counts, self._table,
-                   self._out)
+        lj_compute(positions, types, nlist.neighbors, nlist.images, nlist.counts, self._order,
+                   self._table, self._out)
         sums = self._out[-1].tolist()
         w = sums[4:10]
         virial = [[w[0], w[3], w[4]], [w[3], w[1], w[5]], [w[4], w[5], w[2]]]

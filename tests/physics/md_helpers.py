@@ -117,12 +117,13 @@ def thin(x: np.ndarray) -> np.ndarray:
     return np.asarray(x)[::stride]
 
 
-def block_variance(x: np.ndarray, nblocks: int = 8) -> tuple[float, float]:
-    """Variance of x and its standard error from the spread over ``nblocks`` blocks."""
+def variance_error(x: np.ndarray) -> tuple[float, float]:
+    """Variance of x and its standard error: the variance is the mean of y = (x − x̄)², whose
+    error is σ_y √(2τ_int(y)/n) (autocorrelation-corrected, as for any mean)."""
     x = np.asarray(x, float)
-    blocks = np.array_split(x, nblocks)
-    v = np.array([b.var(ddof=1) for b in blocks])
-    return float(x.var(ddof=1)), float(v.std(ddof=1) / math.sqrt(nblocks))
+    y = (x - x.mean()) ** 2
+    _, err = mean_error(y)
+    return float(x.var(ddof=1)), err
 
 
 def drift_per_atom_ps(time_ps: np.ndarray, inv: np.ndarray, n_atoms: int) -> float:
