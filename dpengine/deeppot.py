@@ -49,6 +49,8 @@ class DeepPotential:
         # slots of one block; then sort by distance exactly as DeePMD-kit does.
         self.sort_by_distance = int(not self._block_uniform(self.net.davg)
                               or not self._block_uniform(self.net.dstd))
+        self.compact = not self.sort_by_distance
+        self._compact_cache: dict[tuple, torch.Tensor] = {}
         self.sel_overflow = 0
         self.max_neighbors = [0] * len(self.sel)
         self._warned_overflow = False
@@ -73,7 +75,8 @@ class DeepPotential:
 
         Returns views of internal buffers (valid until the next call): ``slot_j``
         int32 [N, nnei] (−1 empty), ``slot_rij`` float64 [N, nnei, 3] Å, ``env`` float64
-        [N, nnei, 4]. Also updates ``sel_overflow`` / ``max_neighbors``.
+        [N, nnei, 4], in DeePMD-kit's layout (blocks of sel[t] slots per neighbour type),
+        and ``type_counts`` int32 [N, ntypes]. Updates ``sel_overflow``/``max_neighbors``.
         """
         from taichi_kernels.se_a import build_env
 
@@ -81,15 +84,26 @@ class DeepPotential:
         ntypes = len(self.sel)
         slot_j = self._buffer("slot_j", (n, self.nnei), torch.int32)
         slot_rij = self._buffer("slot_rij", (n, self.nnei, 3), torch.float64)
+        slot_key = self._buffer("slot_key", (n, self.nnei), torch.int64)
         env = self._buffer("env", (n, self.nnei, 4), torch.float64)
         type_counts = self._buffer("type_counts", (n, ntypes), torch.int32)
-        slot_key = self._buffer("slot_key", (n, self.nnei), torch.int64)
         box_arg = box if box is not None else self._buffer("nobox", (3, 3), torch.float64).zero_()
         build_env(positions, box_arg, nlist.neighbors, nlist.images, nlist.counts, types,
-                  self._sec, self.cutoff, self.rcut_smth, int(box is not None), self.sort_by_distance,
-                  slot_j, slot_rij, slot_key, env, type_counts)
+                  self._sec, self.cutoff, self.rcut_smth, int(box is not None),
+                  self.sort_by_distance, slot_j, slot_rij, slot_key, env, type_counts)
         self._check_overflow(type_counts)
-        return dict(slot_j=slot_j, slot_rij=slot_rij, env=env)
+        return dict(slot_j=slot_j, slot_rij=slot_rij, env=env, type_counts=type_counts)
+
+    def _compact_index(self, widths: list[int]) -> torch.Tensor | None:
+        """Slot indices that keep the first widths[t] slots of each block (None: keep all)."""
+        if widths == self.sel:
+            return None
+        key = tuple(widths)
+        if key not in self._compact_cache:
+            index = [s for t, w in enumerate(widths)
+                     for s in range(int(self._sec[t]), int(self._sec[t]) + w)]
+            self._compact_cache[key] = torch.tensor(index, dtype=torch.long, device=self.device)
+        return self._compact_cache[key]
 
     def compute(self, positions, box, types, nlist, atom_energy: bool = False) -> PotentialResult:
         from taichi_kernels.se_a import assemble_forces
@@ -97,13 +111,25 @@ class DeepPotential:
         n = positions.shape[0]
         geometry = self.environment(positions, box, types, nlist)
         slot_j, slot_rij, env = geometry["slot_j"], geometry["slot_rij"], geometry["env"]
+        # Compact slots: keep per block only as many slots as this frame's largest count
+        # (rounded up to 8); the always-empty rest enters the network as a constant
+        # (DeepPotSE.descriptor). A pure function of the current frame, so restarts stay
+        # bit-exact. Exact only for block-uniform statistics (checked at load).
+        widths = self.sel
+        if self.compact:
+            widths = [min(s, -(-m // 8) * 8) for s, m in zip(self.sel, self.max_neighbors)]
+        index = self._compact_index(widths)
+        if index is not None:
+            slot_j, slot_rij, env = (slot_j.index_select(1, index), slot_rij.index_select(1, index),
+                                     env.index_select(1, index))
+        width = slot_j.shape[1]
         forces = self._buffer("forces", (n, 3), torch.float64)
-        pair_grad = self._buffer("pair_grad", (n, self.nnei, 3), torch.float64)
+        pair_grad = self._buffer("pair_grad", (n, width, 3), torch.float64)
         atom_virial = self._buffer("atom_virial", (n, 3, 3), torch.float64)
         env_in = env.detach().to(self.dtype).requires_grad_(True)
         types64 = types.to(torch.int64)
         with torch.enable_grad():
-            e_atom = self.net(env_in, types64)
+            e_atom = self.net.forward_compact(env_in, types64, widths)
             energy = e_atom.sum()
             (grad,) = torch.autograd.grad(energy, env_in)
         assemble_forces(slot_j, slot_rij, grad.contiguous(), self.cutoff, self.rcut_smth,

@@ -51,17 +51,24 @@ def test_float32_close_to_float64(water_model, reference, device):
     assert _rel(e32["virial"], e64["virial"]) < 1e-3
 
 
-def test_type_one_side_false_matches_reference(tmp_path, device):
-    """A model with per-(centre, neighbour)-type embeddings: Taichi path == reference path."""
+@pytest.mark.parametrize("type_one_side, slot_stats", [(False, "uniform"), (True, "per-slot")])
+def test_random_model_matches_reference(tmp_path, device, type_one_side, slot_stats):
+    """Taichi path == reference path for per-(centre, neighbour)-type embeddings, and for
+    statistics that differ slot by slot (then slots are ordered by distance, DeePMD-kit's
+    order, and the compact layout is off)."""
     from dpengine.model.io import save_model
     from dpengine.model.network import DeepPotSE
     torch.manual_seed(0)
-    net = DeepPotSE(["O", "H"], [20, 40], 4.0, 1.0, [4, 8], 3, [10, 10], type_one_side=False)
+    net = DeepPotSE(["O", "H"], [20, 40], 4.0, 1.0, [4, 8], 3, [10, 10],
+                    type_one_side=type_one_side)
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0, 0.5)
         net.davg[:, :, 0] = 0.1
         net.dstd.fill_(0.8)
+        if slot_stats == "per-slot":
+            net.davg[:, :, 0] += torch.linspace(0.0, 0.2, net.nnei)
+            net.dstd[:, :, 1:] += torch.linspace(0.0, 0.3, net.nnei)[:, None]
     path = save_model(net, tmp_path / "m.pt")
     rng = np.random.default_rng(1)
     box = np.diag([7.0, 7.5, 8.0]) + np.array([[0, 0, 0], [0.8, 0, 0], [-0.5, 0.6, 0]])

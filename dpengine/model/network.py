@@ -157,35 +157,59 @@ class DeepPotSE(nn.Module):
                           fitting_resnet_dt=fitting_resnet_dt, activation=activation)
 
     @torch.jit.export
-    def descriptor(self, env: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
-        """D [N, M·M2] from the raw environment matrix env [N, nnei, 4]."""
+    def descriptor(self, env: torch.Tensor, types: torch.Tensor, widths: List[int]) -> torch.Tensor:
+        """D [N, M·M2] from the raw environment matrix env [N, Σ widths, 4].
+
+        Block t of ``env`` holds the first ``widths[t] ≤ sel[t]`` slots of neighbour type t.
+        The ``sel[t] − widths[t]`` slots left out must be empty (R = 0); they enter T through
+        the constant r̂ᵀG(r̂₀) of an empty slot, r̂ = −davg/dstd, which is exact when the
+        statistics are the same for every slot of a block (the engine checks this before
+        passing widths < sel). ``widths = sel`` is the plain DeePMD-kit layout.
+        """
         n_atoms = env.shape[0]
-        env_hat = (env - self.davg[types]) / self.dstd[types]
-        t_mat = torch.zeros(0, dtype=env.dtype, device=env.device)
+        offsets: List[int] = [0]
+        stat_index: List[int] = []
+        for t in range(self.ntypes):
+            offsets.append(offsets[-1] + widths[t])
+            stat_index += list(range(self.sec[t], self.sec[t] + widths[t]))
+        index = torch.tensor(stat_index, dtype=torch.long, device=env.device)
+        davg = self.davg.index_select(1, index)
+        dstd = self.dstd.index_select(1, index)
+        env_hat = (env - davg[types]) / dstd[types]
+        t_mat = torch.zeros(n_atoms, 4, 0, dtype=env.dtype, device=env.device)
         for k, net in enumerate(self.embeddings):
-            if self.type_one_side:
-                t_j = k
-                rows = env_hat[:, self.sec[t_j]:self.sec[t_j + 1], :]
-                g = net(rows[:, :, :1])
-                contrib = torch.matmul(rows.transpose(1, 2), g)            # [N, 4, M]
-                t_mat = contrib if t_mat.numel() == 0 else t_mat + contrib
-            else:
-                t_j = k // self.ntypes
-                t_i = k % self.ntypes
+            t_j = k if self.type_one_side else k // self.ntypes
+            t_i = 0 if self.type_one_side else k % self.ntypes
+            idx = torch.zeros(0, dtype=torch.long, device=env.device)
+            rows = env_hat[:, offsets[t_j]:offsets[t_j + 1], :]
+            if not self.type_one_side:
                 idx = torch.nonzero(types == t_i).squeeze(1)
-                rows = env_hat.index_select(0, idx)[:, self.sec[t_j]:self.sec[t_j + 1], :]
-                g = net(rows[:, :, :1])
-                contrib = torch.matmul(rows.transpose(1, 2), g)
-                if t_mat.numel() == 0:
-                    t_mat = torch.zeros(n_atoms, 4, contrib.shape[2], dtype=env.dtype,
-                                        device=env.device)
+                rows = rows.index_select(0, idx)
+            contrib = torch.matmul(rows.transpose(1, 2), net(rows[:, :, :1]))  # [n, 4, M]
+            missing = self.sel[t_j] - widths[t_j]
+            if missing > 0:
+                pad = -self.davg[:, self.sec[t_j], :] / self.dstd[:, self.sec[t_j], :]  # [ntypes, 4]
+                empty = pad.unsqueeze(2) * net(pad[:, :1]).unsqueeze(1)              # [ntypes, 4, M]
+                if self.type_one_side:
+                    contrib = contrib + missing * empty[types]
+                else:
+                    contrib = contrib + missing * empty[t_i]
+            if t_mat.shape[2] == 0:
+                t_mat = torch.zeros(n_atoms, 4, contrib.shape[2], dtype=env.dtype,
+                                    device=env.device)
+            if self.type_one_side:
+                t_mat = t_mat + contrib
+            else:
                 t_mat = t_mat.index_add(0, idx, contrib)
         t_mat = t_mat / self.nnei
         d = torch.matmul(t_mat.transpose(1, 2), t_mat[:, :, :self.axis_neuron])  # [N, M, M2]
         return d.reshape(n_atoms, -1)
 
-    def forward(self, env: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
-        d = self.descriptor(env, types)
+    @torch.jit.export
+    def forward_compact(self, env: torch.Tensor, types: torch.Tensor,
+                        widths: List[int]) -> torch.Tensor:
+        """Atomic energies [N] (eV) from env [N, Σ widths, 4] (see ``descriptor``)."""
+        d = self.descriptor(env, types, widths)
         energy = torch.zeros(env.shape[0], dtype=env.dtype, device=env.device)
         for t, net in enumerate(self.fittings):
             idx = torch.nonzero(types == t).squeeze(1)
@@ -193,3 +217,7 @@ class DeepPotSE(nn.Module):
                 e_t = net(d.index_select(0, idx)).squeeze(1) + self.energy_bias[t]
                 energy = energy.index_put((idx,), e_t)
         return energy
+
+    def forward(self, env: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        """Atomic energies [N] (eV) from the full environment matrix env [N, nnei, 4]."""
+        return self.forward_compact(env, types, self.sel)
