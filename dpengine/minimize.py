@@ -203,7 +203,9 @@ class FIRE(_Minimizer):
 
 
 class LBFGS(_Minimizer):
-    """Limited-memory BFGS on the generalised coordinates (memory ``MEMORY``)."""
+    """Limited-memory BFGS on the generalised coordinates (memory ``MEMORY``). Its history is
+    not saved in restart files: a restarted minimisation starts with an empty memory (the
+    minimum it reaches is the same; FIRE restarts exactly)."""
 
     name = "lbfgs"
     MEMORY = 20

@@ -168,9 +168,9 @@ def build_simulation(config, restart: str | Path | None = None) -> Simulation:
         integrator = from_config(config.md, fix_com=conserves_momentum(potential))
         integrator.prepare(state)
     except ValueError as exc:
-        where = "--restart " + str(restart) if restart is not None and "restart" in str(exc) \
-            else f"{config.source}: [md]"
-        raise InputError(f"{where}: {exc}") from None
+        where = (f"--restart {restart}:" if restart is not None and "restart" in str(exc)
+                 else f"{config.source}: [md]")
+        raise InputError(f"{where} {exc}") from None
     return Simulation(config, state, potential, committee, forcefield, integrator, extra)
 
 

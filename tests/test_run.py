@@ -328,11 +328,16 @@ def test_sum_of_potentials_and_minimize(tmp_path, capsys):
     assert abs(a - b) < 1e-9  # at the sites the springs add nothing
 
 
-def test_water_npt_smoke(tmp_path):
-    """The shipped water NPT case (MTK, DP model, virial from the engine core) runs: the cell
-    moves and the MTK conserved quantity stays put over 10 steps."""
-    case = REPO / "inputs" / "water_npt" / "water_npt.toml"
-    assert main(["run", str(case), "-o", str(tmp_path / "w"), "-q", "--steps", "10"]) == 0
+def test_water_npt_smoke(tmp_path, water_model):
+    """The water NPT case (MTK, DP model, virial from the engine core) runs: the cell moves
+    and the MTK conserved quantity stays put over 10 steps. The case's model is replaced by
+    the fixture model imported by the current code."""
+    case = (REPO / "inputs" / "water_npt" / "water_npt.toml").read_text()
+    case = case.replace('"../water/conf.lmp"', f'"{WATER / "conf.lmp"}"')
+    case = case.replace('"../water/water.pt"', f'"{water_model}"')
+    (tmp_path / "water_npt.toml").write_text(case)
+    assert main(["run", str(tmp_path / "water_npt.toml"), "-o", str(tmp_path / "w"), "-q",
+                 "--steps", "10"]) == 0
     thermo = np.loadtxt(tmp_path / "w" / "thermo.log")
     assert thermo.shape == (2, 10) and np.all(np.isfinite(thermo))
     assert thermo[1, 7] != thermo[0, 7]
