@@ -36,6 +36,13 @@ def _cmd_import(args) -> int:
     return 0
 
 
+def _cmd_compress(args) -> int:
+    from dpengine.model.compress import compress_model
+    path = compress_model(args.model, args.output, step=args.step, min_distance=args.min_distance)
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_info(args) -> int:
     import json
     from dpengine.model.io import read_metadata
@@ -47,6 +54,9 @@ def _cmd_info(args) -> int:
 #: Each module provides ``HELP`` (one line), ``add_arguments(parser)`` and
 #: ``main(args) -> int``; it is imported only when its subcommand is parsed.
 TOOL_COMMANDS: dict[str, str] = {
+    "train": "dpengine_tools.train.cli_train",
+    "freeze": "dpengine_tools.train.cli_freeze",
+    "test": "dpengine_tools.train.cli_test",
     "analyze": "dpengine_tools.analysis.cli",
 }
 
@@ -84,6 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("frozen", help="DeePMD-kit frozen model (.pth)")
     p.add_argument("-o", "--output", required=True, help="dpengine model file to write (.pt)")
     p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser("compress", help="tabulate the embedding nets (faster MD)",
+                       description="Tabulate each embedding net as piecewise quintic polynomials "
+                                   "(value, first and second derivatives continuous) over the "
+                                   "range the model can see; MD then evaluates R̂ᵀG in one fused "
+                                   "kernel without storing G.")
+    p.add_argument("model", help="dpengine model file")
+    p.add_argument("-o", "--output", required=True, help="compressed model file to write")
+    p.add_argument("--step", type=float, default=0.01,
+                   help="knot spacing of the tables in the normalised input (default 0.01)")
+    p.add_argument("--min-distance", type=float, default=None, metavar="R",
+                   help="smallest neighbour distance to tabulate for, Å (default: the model's "
+                        "recorded min_nbor_dist)")
+    p.set_defaults(func=_cmd_compress)
 
     p = sub.add_parser("info", help="print a model file's metadata")
     p.add_argument("model", help="dpengine model file")

@@ -35,6 +35,15 @@ class DeepPotential:
         self.dtype = PRECISIONS[precision]
         self.path = str(path)
         self.net, self.metadata = load_network(path, str(self.device), self.dtype)
+        self.table = self.metadata.pop("compression", None)  # compressed embedding nets
+        if self.table is not None:
+            self.metadata["compression"] = {k: v for k, v in self.table.items() if k != "coeffs"}
+            self._empty_terms = self.net.empty_slot_terms().detach()
+        self.table_misses = 0
+        self._warned_table = False
+        self._one_side = bool(self.metadata["type_one_side"])
+        if self.table is not None:
+            self.table["_outside"] = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.type_map = list(self.metadata["type_map"])
         self.sel = [int(s) for s in self.metadata["sel"]]
         self.cutoff = float(self.metadata["rcut"])
@@ -49,7 +58,9 @@ class DeepPotential:
         # slots of one block; then sort by distance exactly as DeePMD-kit does.
         self.sort_by_distance = int(not self._block_uniform(self.net.davg)
                               or not self._block_uniform(self.net.dstd))
-        self.compact = not self.sort_by_distance
+        # files written before forward_compact existed run with the full DeePMD layout
+        self._has_compact = hasattr(self.net, "forward_compact")
+        self.compact = not self.sort_by_distance and self._has_compact
         self._compact_cache: dict[tuple, torch.Tensor] = {}
         self.sel_overflow = 0
         self.max_neighbors = [0] * len(self.sel)
@@ -129,7 +140,12 @@ class DeepPotential:
         env_in = env.detach().to(self.dtype).requires_grad_(True)
         types64 = types.to(torch.int64)
         with torch.enable_grad():
-            e_atom = self.net.forward_compact(env_in, types64, widths)
+            e_atom = None
+            if self.table is not None:
+                e_atom = self._compressed_energy(env_in, types64, widths)
+            if e_atom is None:
+                e_atom = (self.net.forward_compact(env_in, types64, widths) if self._has_compact
+                          else self.net(env_in, types64))
             energy = e_atom.sum()
             (grad,) = torch.autograd.grad(energy, env_in)
         assemble_forces(slot_j, slot_rij, grad.contiguous(), self.cutoff, self.rcut_smth,
@@ -137,6 +153,44 @@ class DeepPotential:
         return PotentialResult(energy.detach().to(torch.float64), forces.clone(),
                                atom_virial.sum(dim=0),
                                e_atom.detach().to(torch.float64) if atom_energy else None)
+
+    def _compressed_energy(self, env, types, widths):
+        """Atomic energies with the tabulated embedding (None if an input is off the table)."""
+        blocks = [t for t, w in enumerate(widths) for _ in range(w)]
+        key = ("blocks",) + tuple(widths)
+        if key not in self._compact_cache:
+            self._compact_cache[key] = torch.tensor(blocks, dtype=torch.int32, device=self.device)
+        slot_block = self._compact_cache[key]
+        index = self._compact_index(widths)
+        davg, dstd = self.net.davg, self.net.dstd
+        if index is not None:
+            davg, dstd = davg.index_select(1, index), dstd.index_select(1, index)
+        env_hat = (env - davg[types]) / dstd[types]
+        types32 = types.to(torch.int32)
+        t_mat = _Tabulated.apply(env_hat, types32, slot_block, self.table, self._one_side)
+        outside = int(self.table["_outside"][0])
+        if outside:
+            self.table_misses += 1
+            if not self._warned_table:
+                self._warned_table = True
+                warnings.warn(f"{self.path}: {outside} inputs lie outside the compression table "
+                              f"[{self.table['lo']:.3f}, {self.table['hi']:.3f}]; such force calls "
+                              "use the uncompressed network", RuntimeWarning, stacklevel=3)
+            return None
+        # the always-empty slots left out of the compact blocks: a constant per centre type
+        ntypes = len(self.sel)
+        for k in range(self._empty_terms.shape[0]):
+            t_j = k if self._one_side else k // ntypes
+            missing = self.sel[t_j] - widths[t_j]
+            if missing:
+                term = self._empty_terms[k].to(env.dtype)
+                if self._one_side:
+                    t_mat = t_mat + missing * term[types]
+                else:
+                    t_mat = t_mat + missing * term[k % ntypes] * (types == k % ntypes)[:, None, None]
+        t_mat = t_mat / self.nnei
+        d = torch.matmul(t_mat.transpose(1, 2), t_mat[:, :, :self.net.axis_neuron])
+        return self.net.fitting_energy(d.reshape(env.shape[0], -1), types)
 
     def _check_overflow(self, type_counts: torch.Tensor) -> None:
         over = type_counts > self._sel
@@ -150,3 +204,39 @@ class DeepPotential:
                           f"model's sel ({detail}); the nearest are kept, as DeePMD-kit does. "
                           "The thermo log counts such atoms in its sel_overflow column.",
                           RuntimeWarning, stacklevel=2)
+
+
+class _Tabulated(torch.autograd.Function):
+    """T = Σ_s R̂ᵀ G(R̂₀) with tabulated G (Taichi forward and backward kernels)."""
+
+    @staticmethod
+    def forward(ctx, env_hat, types, slot_block, table, one_side):
+        from taichi_kernels.tabulate import tabulated_forward
+        coeffs = table["coeffs"]
+        env_hat = env_hat.detach().contiguous()
+        t_mat = torch.empty(env_hat.shape[0], 4, coeffs.shape[2], dtype=env_hat.dtype,
+                            device=env_hat.device)
+        outside = table["_outside"]
+        outside.zero_()
+        tabulated_forward(env_hat, types, slot_block, coeffs, table["lo"], table["step"],
+                          ntypes_of(coeffs, one_side), int(one_side), t_mat, outside)
+        ctx.save_for_backward(env_hat, types, slot_block)
+        ctx.table, ctx.one_side = table, one_side
+        return t_mat
+
+    @staticmethod
+    def backward(ctx, grad_t):
+        from taichi_kernels.tabulate import tabulated_backward
+        env_hat, types, slot_block = ctx.saved_tensors
+        coeffs = ctx.table["coeffs"]
+        grad_env = torch.empty_like(env_hat)
+        tabulated_backward(env_hat, types, slot_block, coeffs, ctx.table["lo"], ctx.table["step"],
+                           ntypes_of(coeffs, ctx.one_side), int(ctx.one_side),
+                           grad_t.contiguous(), grad_env)
+        return grad_env, None, None, None, None
+
+
+def ntypes_of(coeffs: torch.Tensor, one_side: bool) -> int:
+    """Number of atom types from the number of tabulated nets (ntypes or ntypes²)."""
+    n = coeffs.shape[0]
+    return n if one_side else int(round(n ** 0.5))

@@ -110,4 +110,8 @@ def convert_deepmd(frozen: str | os.PathLike) -> DeepPotSE:
 def import_deepmd(frozen: str | os.PathLike, output: str | os.PathLike) -> Path:
     """Convert ``frozen`` and write the dpengine model file ``output``."""
     model = convert_deepmd(frozen)
-    return save_model(model, output, extra=dict(source=f"import-deepmd {Path(frozen).name}"))
+    extra = dict(source=f"import-deepmd {Path(frozen).name}")
+    min_dist = getattr(torch.jit.load(str(frozen), map_location="cpu"), "min_nbor_dist", None)
+    if min_dist is not None and float(min_dist) > 0:
+        extra["min_nbor_dist"] = float(min_dist)
+    return save_model(model, output, extra=extra)

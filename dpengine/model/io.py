@@ -4,10 +4,12 @@ The metadata (``dpengine.json`` inside the TorchScript archive) holds the type m
 cutoffs, sel, network sizes, the precision the model was made in, the dpengine
 version, and where the model came from (training input or imported file).
 """
+import io
 import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dpengine import __version__
@@ -15,17 +17,22 @@ from dpengine.model.network import DeepPotSE
 
 MODEL_FORMAT = "dpengine/se_e2_a/1"
 _META = "dpengine.json"
+_TABLES = "compression.npy"
 
 
-def save_model(module: DeepPotSE, path: str | os.PathLike, extra: dict | None = None) -> Path:
-    """Script ``module`` and write it with its metadata to ``path`` (atomically)."""
+def save_model(module: DeepPotSE, path: str | os.PathLike, extra: dict | None = None,
+               files: dict | None = None) -> Path:
+    """Script ``module`` and write it with its metadata to ``path`` (atomically).
+
+    ``files`` adds named byte strings to the archive (e.g. compression tables)."""
     meta = dict(format=MODEL_FORMAT, descriptor="se_e2_a", dpengine_version=__version__,
                 precision=str(module.davg.dtype).replace("torch.", ""), **module.hyper)
     meta.update(extra or {})
     scripted = torch.jit.script(module)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.jit.save(scripted, str(tmp), _extra_files={_META: json.dumps(meta, indent=1)})
+    torch.jit.save(scripted, str(tmp), _extra_files={_META: json.dumps(meta, indent=1),
+                                                     **(files or {})})
     os.replace(tmp, path)
     return path
 
@@ -45,11 +52,14 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 def load_network(path: str | os.PathLike, device: str = "cpu",
                  dtype: torch.dtype = torch.float64) -> tuple[torch.jit.ScriptModule, dict]:
-    """Load the TorchScript network of a dpengine model file on ``device`` in ``dtype``."""
+    """Load the TorchScript network of a dpengine model file on ``device`` in ``dtype``.
+
+    A compressed model's tables come back as ``meta["compression"]["coeffs"]`` (float64
+    tensor [n_emb, n_intervals, M, 6] on ``device``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
-    files = {_META: ""}
+    files = {_META: "", _TABLES: ""}
     try:
         net = torch.jit.load(str(path), map_location=device, _extra_files=files)
     except Exception as exc:
@@ -58,6 +68,11 @@ def load_network(path: str | os.PathLike, device: str = "cpu",
         raise ValueError(f"{path}: a TorchScript file but not a dpengine model (no {_META}); "
                          "convert DeePMD-kit models with `dpengine import-deepmd`")
     meta = json.loads(files[_META])
+    if "compression" in meta:
+        if not files[_TABLES]:
+            raise ValueError(f"{path}: compressed model without its tables ({_TABLES})")
+        coeffs = np.load(io.BytesIO(files[_TABLES]))
+        meta["compression"]["coeffs"] = torch.as_tensor(coeffs, device=device)
     net = net.to(dtype)
     net.eval()
     return net, meta

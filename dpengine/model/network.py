@@ -38,6 +38,8 @@ class DenseLayer(nn.Module):
     def __init__(self, n_in: int, n_out: int, activation: str = "tanh", resnet: bool = False,
                  use_idt: bool = False, dtype: torch.dtype = torch.float64):
         super().__init__()
+        # DeePMD-kit's rule: the timestep vector exists only where a residual can be added
+        use_idt = use_idt and (n_out == n_in or n_out == 2 * n_in)
         self.matrix = nn.Parameter(torch.zeros(n_in, n_out, dtype=dtype))
         self.bias = nn.Parameter(torch.zeros(n_out, dtype=dtype))
         self.idt = nn.Parameter(torch.ones(n_out if use_idt else 0, dtype=dtype))
@@ -188,8 +190,8 @@ class DeepPotSE(nn.Module):
             contrib = torch.matmul(rows.transpose(1, 2), net(rows[:, :, :1]))  # [n, 4, M]
             missing = self.sel[t_j] - widths[t_j]
             if missing > 0:
-                pad = -self.davg[:, self.sec[t_j], :] / self.dstd[:, self.sec[t_j], :]  # [ntypes, 4]
-                empty = pad.unsqueeze(2) * net(pad[:, :1]).unsqueeze(1)              # [ntypes, 4, M]
+                pad = self._empty_slot_value(t_j)                               # [ntypes, 4]
+                empty = pad.unsqueeze(2) * net(pad[:, :1]).unsqueeze(1)         # [ntypes, 4, M]
                 if self.type_one_side:
                     contrib = contrib + missing * empty[types]
                 else:
@@ -205,18 +207,45 @@ class DeepPotSE(nn.Module):
         d = torch.matmul(t_mat.transpose(1, 2), t_mat[:, :, :self.axis_neuron])  # [N, M, M2]
         return d.reshape(n_atoms, -1)
 
+    def _empty_slot_value(self, t_j: int) -> torch.Tensor:
+        """r̂ = −davg/dstd of an empty slot of block t_j, per centre type: [ntypes, 4]."""
+        return -self.davg[:, self.sec[t_j], :] / self.dstd[:, self.sec[t_j], :]
+
     @torch.jit.export
-    def forward_compact(self, env: torch.Tensor, types: torch.Tensor,
-                        widths: List[int]) -> torch.Tensor:
-        """Atomic energies [N] (eV) from env [N, Σ widths, 4] (see ``descriptor``)."""
-        d = self.descriptor(env, types, widths)
-        energy = torch.zeros(env.shape[0], dtype=env.dtype, device=env.device)
+    def empty_slot_terms(self) -> torch.Tensor:
+        """r̂ᵀ G(r̂₀) of an empty slot for every embedding net k: [n_emb, ntypes, 4, M]."""
+        terms: List[torch.Tensor] = []
+        for k, net in enumerate(self.embeddings):
+            t_j = k if self.type_one_side else k // self.ntypes
+            pad = self._empty_slot_value(t_j)
+            terms.append(pad.unsqueeze(2) * net(pad[:, :1]).unsqueeze(1))
+        return torch.stack(terms)
+
+    @torch.jit.export
+    def embed(self, k: int, s: torch.Tensor) -> torch.Tensor:
+        """Embedding net k applied to s [..., 1] → G [..., M] (used to tabulate it)."""
+        out = torch.zeros(0, dtype=s.dtype, device=s.device)
+        for idx, net in enumerate(self.embeddings):
+            if idx == k:
+                out = net(s)
+        return out
+
+    @torch.jit.export
+    def fitting_energy(self, d: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        """Atomic energies [N] (eV) from descriptors d [N, M·M2]: N_fit,t(d) + bias[t]."""
+        energy = torch.zeros(d.shape[0], dtype=d.dtype, device=d.device)
         for t, net in enumerate(self.fittings):
             idx = torch.nonzero(types == t).squeeze(1)
             if idx.numel() > 0:
                 e_t = net(d.index_select(0, idx)).squeeze(1) + self.energy_bias[t]
                 energy = energy.index_put((idx,), e_t)
         return energy
+
+    @torch.jit.export
+    def forward_compact(self, env: torch.Tensor, types: torch.Tensor,
+                        widths: List[int]) -> torch.Tensor:
+        """Atomic energies [N] (eV) from env [N, Σ widths, 4] (see ``descriptor``)."""
+        return self.fitting_energy(self.descriptor(env, types, widths), types)
 
     def forward(self, env: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
         """Atomic energies [N] (eV) from the full environment matrix env [N, nnei, 4]."""

@@ -1,0 +1,86 @@
+"""Compressed se_e2_a: the embedding nets as quintic tables, fused with T = R̂ᵀ G.
+
+Table layout: coeffs[k, q, m, 0..5] for embedding net k, interval q (x in
+[lo + q·h, lo + (q+1)·h)) and channel m: G_m(x) = Σ_p c_p t^p with t = x − lo − q·h.
+G is never stored: both kernels evaluate it on the fly.
+
+    T[i, c, m] = Σ_s R̂[i, s, c] · G_m(R̂[i, s, 0])                        (forward)
+    ∂L/∂R̂[i, s, c] = Σ_m ∂L/∂T[i, c, m] · G_m(x_s)
+                     + δ_c0 Σ_m (Σ_c' ∂L/∂T[i, c', m] R̂[i, s, c']) · G'_m(x_s)  (backward)
+
+The embedding net of slot s of atom i is its block (neighbour type) t_j, or
+t_j·ntypes + t_i when the model is not ``type_one_side``.
+"""
+import taichi as ti
+
+
+@ti.func
+def _interval(x: ti.f64, lo: ti.f64, step: ti.f64, n_int: ti.i32):
+    q = ti.cast(ti.floor((x - lo) / step), ti.i32)
+    inside = 1
+    if q < 0 or q >= n_int:
+        inside = 0
+        q = ti.max(0, ti.min(q, n_int - 1))
+    return q, x - (lo + q * step), inside
+
+
+@ti.func
+def _net_of(i: ti.i32, s: ti.i32, slot_block: ti.template(), types: ti.template(),
+            ntypes: ti.i32, type_one_side: ti.i32) -> ti.i32:
+    k = slot_block[s]
+    if not type_one_side:
+        k = k * ntypes + types[i]
+    return k
+
+
+@ti.kernel
+def tabulated_forward(env_hat: ti.types.ndarray(ndim=3), types: ti.types.ndarray(ndim=1),
+                      slot_block: ti.types.ndarray(ndim=1), coeffs: ti.types.ndarray(ndim=4),
+                      lo: ti.f64, step: ti.f64, ntypes: ti.i32, type_one_side: ti.i32,
+                      t_mat: ti.types.ndarray(ndim=3), outside: ti.types.ndarray(ndim=1)):
+    """t_mat [N, 4, M] = Σ_s R̂ᵀ G (not yet divided by nnei); outside[0] += slots off the table."""
+    n_int = coeffs.shape[1]
+    for i, m in ti.ndrange(env_hat.shape[0], t_mat.shape[2]):
+        acc = ti.Vector([0.0, 0.0, 0.0, 0.0], ti.f64)
+        n_out = 0
+        for s in range(env_hat.shape[1]):
+            x = ti.cast(env_hat[i, s, 0], ti.f64)
+            q, t, inside = _interval(x, lo, step, n_int)
+            n_out += 1 - inside
+            k = _net_of(i, s, slot_block, types, ntypes, type_one_side)
+            g = coeffs[k, q, m, 5]
+            for p in ti.static(range(4, -1, -1)):
+                g = g * t + coeffs[k, q, m, p]
+            for c in ti.static(range(4)):
+                acc[c] += ti.cast(env_hat[i, s, c], ti.f64) * g
+        for c in ti.static(range(4)):
+            t_mat[i, c, m] = acc[c]
+        if m == 0 and n_out > 0:
+            ti.atomic_add(outside[0], n_out)
+
+
+@ti.kernel
+def tabulated_backward(env_hat: ti.types.ndarray(ndim=3), types: ti.types.ndarray(ndim=1),
+                       slot_block: ti.types.ndarray(ndim=1), coeffs: ti.types.ndarray(ndim=4),
+                       lo: ti.f64, step: ti.f64, ntypes: ti.i32, type_one_side: ti.i32,
+                       grad_t: ti.types.ndarray(ndim=3), grad_env: ti.types.ndarray(ndim=3)):
+    """grad_env [N, W, 4] = ∂L/∂R̂ from grad_t = ∂L/∂T [N, 4, M] (see the module docstring)."""
+    n_int = coeffs.shape[1]
+    for i, s in ti.ndrange(env_hat.shape[0], env_hat.shape[1]):
+        x = ti.cast(env_hat[i, s, 0], ti.f64)
+        q, t, inside = _interval(x, lo, step, n_int)
+        k = _net_of(i, s, slot_block, types, ntypes, type_one_side)
+        r = ti.Vector([ti.cast(env_hat[i, s, c], ti.f64) for c in range(4)])
+        acc = ti.Vector([0.0, 0.0, 0.0, 0.0], ti.f64)
+        for m in range(grad_t.shape[2]):
+            g = coeffs[k, q, m, 5]
+            dg = 5.0 * coeffs[k, q, m, 5]
+            for p in ti.static(range(4, 0, -1)):
+                g = g * t + coeffs[k, q, m, p]
+                dg = dg * t + p * coeffs[k, q, m, p]
+            g = g * t + coeffs[k, q, m, 0]
+            gt = ti.Vector([ti.cast(grad_t[i, c, m], ti.f64) for c in range(4)])
+            acc += gt * g
+            acc[0] += gt.dot(r) * dg
+        for c in ti.static(range(4)):
+            grad_env[i, s, c] = acc[c]

@@ -1,0 +1,79 @@
+"""Model compression: tables agree with the networks; off-table inputs fall back exactly."""
+import numpy as np
+import pytest
+import torch
+
+import dpengine
+from dpengine.cli import main
+
+
+@pytest.fixture(scope="module")
+def compressed(water_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("compressed") / "water-c.pt"
+    assert main(["compress", str(water_model), "-o", str(path)]) == 0
+    return path
+
+
+def test_compressed_matches_network(water_model, compressed, reference, device):
+    """Issue targets: energies within 1e-6 eV/atom, forces within 1e-5 eV/Å (measured ~1e-13)."""
+    plain = dpengine.load_model(water_model, device=device)
+    tab = dpengine.load_model(compressed, device=device)
+    assert tab.metadata["compression"]["step"] == 0.01
+    for f in range(3):
+        args = (reference["coord"][f].reshape(-1, 3), reference["box"][f].reshape(3, 3), reference["atype"])
+        a, b = plain.evaluate(*args), tab.evaluate(*args)
+        assert abs(a["energy"] - b["energy"]) / len(args[2]) < 1e-9
+        assert np.abs(a["forces"] - b["forces"]).max() < 1e-8
+        assert np.abs(a["virial"] - b["virial"]).max() < 1e-7
+        assert np.abs(a["atom_energy"] - b["atom_energy"]).max() < 1e-9
+    assert tab.potential.table_misses == 0  # the tables really were used
+
+
+def test_off_table_input_falls_back_to_the_network(water_model, compressed, device):
+    """Two atoms closer than the tabulated minimum distance (0.885 Å): exact fallback + warning."""
+    plain = dpengine.load_model(water_model, device=device)
+    tab = dpengine.load_model(compressed, device=device)
+    pos = np.array([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [2.0, 1.0, 0.0]])
+    types = np.array([0, 1, 1])
+    with pytest.warns(RuntimeWarning, match="outside the compression table"):
+        b = tab.evaluate(pos, None, types)
+    a = plain.evaluate(pos, None, types)
+    assert tab.potential.table_misses == 1
+    assert a["energy"] == b["energy"]
+    assert np.array_equal(a["forces"], b["forces"])
+
+
+def test_compressed_float32_and_other_layout(tmp_path, device):
+    """type_one_side = false, float32 networks: compressed agrees with the network."""
+    from dpengine.model.io import save_model
+    from dpengine.model.network import DeepPotSE
+    torch.manual_seed(2)
+    net = DeepPotSE(["O", "H"], [20, 40], 4.0, 1.0, [4, 8], 3, [10, 10], type_one_side=False)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.5)
+        net.davg[:, :, 0] = 0.1
+        net.dstd.fill_(0.8)
+    path = save_model(net, tmp_path / "m.pt", extra=dict(min_nbor_dist=0.8))
+    assert main(["compress", str(path), "-o", str(tmp_path / "c.pt"), "--step", "0.005"]) == 0
+    rng = np.random.default_rng(4)
+    box = np.diag([7.2, 7.2, 7.2])
+    grid = np.array([[i, j, k] for i in range(4) for j in range(4) for k in range(4)], float)
+    pos = grid * 1.8 + rng.uniform(-0.2, 0.2, grid.shape)   # nearest neighbours ≥ 1.4 Å
+    types = rng.integers(0, 2, len(pos))
+    for precision, tol in (("float64", 1e-9), ("float32", 1e-3)):
+        a = dpengine.load_model(path, device=device, precision=precision).evaluate(pos, box, types)
+        tab = dpengine.load_model(tmp_path / "c.pt", device=device, precision=precision)
+        b = tab.evaluate(pos, box, types)
+        assert tab.potential.table_misses == 0
+        assert abs(a["energy"] - b["energy"]) < tol * len(pos)
+        assert np.abs(a["forces"] - b["forces"]).max() < tol
+
+
+def test_compress_needs_a_minimum_distance(tmp_path, capsys):
+    from dpengine.model.io import save_model
+    from dpengine.model.network import DeepPotSE
+    path = save_model(DeepPotSE(["A"], [4], 3.0, 1.0, [2, 4], 2, [4]), tmp_path / "m.pt")
+    assert main(["compress", str(path), "-o", str(tmp_path / "c.pt")]) == 2
+    assert "--min-distance" in capsys.readouterr().err
+    assert not (tmp_path / "c.pt").exists()
