@@ -1,0 +1,202 @@
+"""MD throughput of the shipped water model against DeePMD-kit (a benchmark, not a test).
+
+Measures, in one run on one machine:
+- dpengine MD (velocity Verlet step: neighbour list, environment, networks, forces) in
+  µs/step/atom and ns/day (dt = 0.5 fs) for the 192-atom water box replicated r×r×r,
+  float64 and float32, uncompressed and compressed;
+- DeePMD-kit's Python inference ``DeepPot.eval`` on the same model (the fixture
+  frozen_model.pth, which inputs/water/water.pt was imported from), when a Python with
+  deepmd-kit is given (``--deepmd-python``; ../shared/bench/install-deepmd-kit.sh makes one);
+- the machine's float64 matrix-multiply rate (torch, 2048³) and the fraction of it that
+  the model's FLOPs per step reach;
+- peak memory (resident set on the CPU, allocated device memory on a GPU).
+
+Writes a Markdown table and a JSON file. Example (what docs/performance.md was made with):
+
+    python tools/bench.py --deepmd-python /tmp/venv-deepmd/bin/python --out docs/performance
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DPENGINE_SHARED", REPO.parent / "shared"))
+sys.path.insert(0, str(REPO / "tools"))
+from bench_force import replicated_water  # noqa: E402
+
+DEEPMD_SCRIPT = """
+import json, sys, time
+import numpy as np
+from deepmd.infer import DeepPot
+model, r, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+data = np.load(sys.argv[4])
+pos, box, types = data["pos"], data["box"], data["types"]
+dp = DeepPot(model)
+dp.eval(pos.reshape(1, -1), box.reshape(1, -1), types)
+times = []
+for _ in range(repeats):
+    t0 = time.perf_counter()
+    dp.eval(pos.reshape(1, -1), box.reshape(1, -1), types)
+    times.append(time.perf_counter() - t0)
+print(json.dumps(dict(seconds=float(np.median(times)))))
+"""
+
+
+def gemm_rate(n: int = 2048, dtype=torch.float64, device="cpu") -> float:
+    """FLOP/s of an n³ matrix product in torch (best of 3)."""
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    a @ b
+    best = float("inf")
+    for _ in range(3):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
+
+
+def model_flops_per_atom(meta: dict) -> float:
+    """FLOPs of one force evaluation per atom in DeePMD-kit's padded layout.
+
+    Forward: every slot runs the embedding net and adds R̂ᵀG (4·M MACs); every atom forms
+    D (4·M·M2 MACs) and runs its fitting net. Backward to the inputs costs as much again.
+    """
+    widths = [1] + list(meta["neuron"])
+    emb = sum(a * b for a, b in zip(widths[:-1], widths[1:])) + 4 * widths[-1]
+    fit_w = [widths[-1] * meta["axis_neuron"]] + list(meta["fitting_neuron"]) + [1]
+    fit = sum(a * b for a, b in zip(fit_w[:-1], fit_w[1:]))
+    macs = sum(meta["sel"]) * emb + 4 * widths[-1] * meta["axis_neuron"] + fit
+    return 2 * 2 * macs
+
+
+def md_step_time(model, r, device, precision, steps):
+    """Median seconds of one NVE step on the r×r×r water box (after 3 warm-up steps)."""
+    from dpengine.deeppot import DeepPotential
+    from dpengine.integrators import NVE
+    from dpengine.neighbor import NeighborList
+    from dpengine.state import State
+    from dpengine.structure import maxwell_boltzmann
+    pos, box, types = replicated_water(r)
+    masses = np.where(types == 0, 15.999, 1.008)
+    f64 = dict(dtype=torch.float64, device=device)
+    state = State(torch.tensor(pos, **f64), torch.tensor(maxwell_boltzmann(masses, 330.0, 1), **f64),
+                  torch.tensor(box, **f64), torch.tensor(types, dtype=torch.int32, device=device),
+                  torch.tensor(masses, **f64), ["O", "H"])
+    pot = DeepPotential(model, device=device, precision=precision)
+    nlist = NeighborList(pot.cutoff, 2.0, device=device)
+
+    def compute(st):
+        nlist.update(st.positions, st.box)
+        return pot.compute(st.positions, st.box, st.types, nlist)
+
+    nve = NVE(0.5)
+    result = compute(state)
+    nve.init(state, result)
+    times = []
+    for k in range(steps + 3):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        result = nve.step(state, result, compute)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if k >= 3:
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times)), len(pos)
+
+
+def deepmd_time(python, r, repeats):
+    pos, box, types = replicated_water(r)
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(Path(tmp) / "frame.npz", pos=pos, box=box, types=types)
+        (Path(tmp) / "bench_deepmd.py").write_text(DEEPMD_SCRIPT)
+        env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+        out = subprocess.run([python, str(Path(tmp) / "bench_deepmd.py"),
+                              str(SHARED / "fixtures" / "deepmd_se_e2_a" / "frozen_model.pth"),
+                              str(r), str(repeats), str(Path(tmp) / "frame.npz")],
+                             capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise RuntimeError(f"DeePMD-kit benchmark failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--reps", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--steps", type=int, default=5, help="timed MD steps per case")
+    ap.add_argument("--deepmd-python", help="python of an environment with deepmd-kit 3.2")
+    ap.add_argument("--deepmd-max-rep", type=int, default=2,
+                    help="largest replica measured with DeePMD-kit (its cost grows fast)")
+    ap.add_argument("--out", default="docs/performance", help="output prefix (.md and .json)")
+    args = ap.parse_args()
+    from dpengine.backend import init_taichi
+    from dpengine.model.compress import compress_model
+    from dpengine.model.io import read_metadata
+    init_taichi(args.device)
+    model = REPO / "inputs" / "water" / "water.pt"
+    meta = read_metadata(model)
+    tmp = Path(tempfile.mkdtemp())
+    compressed = compress_model(model, tmp / "water-c.pt")
+    gemm = gemm_rate(device=args.device)
+    flops = model_flops_per_atom(meta)
+    rows = []
+    for r in args.reps:
+        ref = None
+        if args.deepmd_python and r <= args.deepmd_max_rep and args.device == "cpu":
+            ref = deepmd_time(args.deepmd_python, r, max(2, args.steps // 2))
+        for precision in ("float64", "float32"):
+            for name, path in (("uncompressed", model), ("compressed", compressed)):
+                sec, n = md_step_time(path, r, args.device, precision, args.steps)
+                row = dict(atoms=n, precision=precision, model=name, seconds_per_step=sec,
+                           us_per_step_atom=sec / n * 1e6, ns_per_day=0.5e-6 / sec * 86400)
+                if ref is not None:
+                    row["deepmd_eval_seconds"] = ref
+                    row["speedup_vs_deepmd"] = ref / sec
+                if name == "uncompressed" and precision == "float64":
+                    row["gemm_fraction"] = flops * n / sec / gemm
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    report = dict(date=time.strftime("%Y-%m-%d"), machine=platform.processor() or platform.machine(),
+                  cpus=os.cpu_count(), torch_threads=torch.get_num_threads(), device=args.device,
+                  gemm_float64_gflops=gemm / 1e9, model_flops_per_atom=flops,
+                  peak_memory_mb=peak, command=" ".join(sys.argv), rows=rows)
+    if args.device == "cuda":
+        report["gpu"] = torch.cuda.get_device_name()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out + ".json").write_text(json.dumps(report, indent=1))
+    where = report.get("gpu") or f"{report['cpus']} cores, torch threads {report['torch_threads']}"
+    lines = [f"Measured {report['date']} on {report['device']} ({where}); "
+             f"float64 GEMM {report['gemm_float64_gflops']:.1f} GFLOP/s; model "
+             f"{flops / 1e6:.2f} MFLOP/atom/step (DeePMD-kit layout); peak memory "
+             f"{peak:.0f} MB.", "", f"Command: `{report['command']}`", "",
+             "| atoms | precision | model | s/step | µs/step/atom | ns/day | DeePMD-kit eval s | speed-up | GEMM fraction |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['atoms']} | {row['precision']} | {row['model']} | "
+                     f"{row['seconds_per_step']:.4f} | {row['us_per_step_atom']:.1f} | "
+                     f"{row['ns_per_day']:.3f} | {row.get('deepmd_eval_seconds', float('nan')):.3f} | "
+                     f"{row.get('speedup_vs_deepmd', float('nan')):.1f} | "
+                     f"{row.get('gemm_fraction', float('nan')):.2f} |")
+    Path(args.out + ".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
