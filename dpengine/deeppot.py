@@ -12,7 +12,7 @@ import warnings
 import torch
 
 from dpengine.backend import init_taichi
-from dpengine.model.io import load_network
+from dpengine.model.io import eager_copy, load_network
 from dpengine.potential import PotentialResult
 
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
@@ -34,7 +34,8 @@ class DeepPotential:
         init_taichi(self.device.type)
         self.dtype = PRECISIONS[precision]
         self.path = str(path)
-        self.net, self.metadata = load_network(path, str(self.device), self.dtype)
+        scripted, self.metadata = load_network(path, str(self.device), self.dtype)
+        self.net = eager_copy(scripted, self.metadata) or scripted
         self.table = self.metadata.pop("compression", None)  # compressed embedding nets
         if self.table is not None:
             self.metadata["compression"] = {k: v for k, v in self.table.items() if k != "coeffs"}

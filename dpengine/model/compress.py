@@ -15,15 +15,12 @@ neighbour at the cutoff (s = 0, x = −davg/dstd) up to a neighbour at ``min_dis
 to the network (exact).
 """
 import io
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dpengine.model.io import load_network, read_metadata, save_model
-from dpengine.model.network import DeepPotSE
+from dpengine.model.io import HYPER_KEYS, eager_copy, load_network, read_metadata, save_model
 
 
 def table_range(net, min_distance: float) -> tuple[float, float]:
@@ -109,11 +106,10 @@ def compress_model(source, output, step: float = 0.01, min_distance: float | Non
     if not step > 0:
         raise ValueError(f"--step must be positive, got {step}")
     loaded, _ = load_network(source)
-    hyper = {k: meta[k] for k in ("type_map", "sel", "rcut", "rcut_smth", "neuron", "axis_neuron",
-                                  "fitting_neuron", "type_one_side", "embedding_resnet_dt",
-                                  "fitting_resnet_dt", "activation")}
-    net = DeepPotSE(**hyper)  # rebuilt so the file has every method of this version
-    net.load_state_dict(loaded.state_dict())
+    net = eager_copy(loaded, meta)  # rebuilt so the file has every method of this version
+    if net is None:
+        raise ValueError(f"{source}: written by another dpengine version; re-freeze or re-import it")
+    hyper = {k: meta[k] for k in HYPER_KEYS}
     lo, hi = table_range(net, float(min_distance))
     margin = 0.05 * (hi - lo)
     lo, hi = lo - step, hi + margin

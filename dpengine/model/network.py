@@ -16,7 +16,6 @@ neighbour type (``type_one_side``) or by (neighbour type, centre type) with inde
 elsewhere: the Taichi kernels for MD, ``dpengine.model.reference`` for the differentiable
 reference path; both feed this same module, so training and MD can never disagree.
 """
-import math
 from typing import List
 
 import torch
@@ -48,7 +47,9 @@ class DenseLayer(nn.Module):
         self.use_idt = use_idt
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.matmul(x, self.matrix) + self.bias
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        y = torch.addmm(self.bias, x2, self.matrix)           # bias added inside the GEMM
         if self.activation == "tanh":
             y = torch.tanh(y)
         elif self.activation == "gelu":
@@ -63,13 +64,15 @@ class DenseLayer(nn.Module):
         if self.use_idt:
             y = y * self.idt
         if self.resnet:
-            n_in = x.shape[-1]
-            n_out = y.shape[-1]
+            n_in = x2.shape[1]
+            n_out = y.shape[1]
             if n_in == n_out:
-                y = y + x
-            elif 2 * n_in == n_out:
-                y = y + torch.cat([x, x], -1)
-        return y
+                y = y + x2
+            elif 2 * n_in == n_out:  # y + [x, x] without materialising the concatenation
+                y = (y.view(-1, 2, n_in) + x2.unsqueeze(1)).view(-1, n_out)
+        out_shape: List[int] = list(shape[:-1])
+        out_shape.append(y.shape[1])
+        return y.view(out_shape)
 
 
 ACTIVATIONS = ("tanh", "gelu", "relu", "softplus", "sigmoid", "linear")
