@@ -51,7 +51,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 from scipy.special import exprel
 
 from dpengine import units

@@ -1,6 +1,5 @@
 """Energy minimisation (FIRE, L-BFGS), with and without the cell, on the Lennard-Jones
 crystal whose minimum is known independently (a 1-D scan of the perfect fcc lattice)."""
-import math
 
 import numpy as np
 import pytest

@@ -18,7 +18,6 @@ power. The variance of K must match N_f (k_BT)²/2 within 4 standard errors (aut
 corrected), and ⟨K⟩ within 4 standard errors (autocorrelation-corrected). The time-step
 bias of velocity Verlet at 0.0023 τ is O(10⁻⁴) in ⟨K⟩, far below these resolutions.
 """
-import math
 
 import numpy as np
 import pytest
