@@ -4,6 +4,14 @@
 ``evaluate(positions, box, types)`` gives energy, forces, virial and atomic energies.
 Heavy modules (torch, taichi) load on first use, so ``dpengine --version`` stays fast.
 """
+import os
+
+# Taichi's kernels and torch's OpenMP regions alternate within every force call; OpenMP
+# threads that spin-wait between regions steal the cores Taichi needs (measured: a 192-atom
+# force call 6× slower on a busy 2-core machine). Passive waiting must be chosen before the
+# OpenMP runtime loads, i.e. before torch is imported; an explicit user setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
 __all__ = ["load_model", "__version__"]
 
