@@ -6,6 +6,8 @@ architecture per process, so a test session uses one device).
 import os
 from pathlib import Path
 
+import dpengine  # noqa: F401  (first: sets OpenMP's passive waiting before torch loads)
+
 import numpy as np
 import pytest
 

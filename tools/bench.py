@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import dpengine  # noqa: F401  (first: sets OpenMP's passive waiting before torch loads)
 import numpy as np
 import torch
 

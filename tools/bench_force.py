@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+import dpengine  # noqa: F401  (first: sets OpenMP's passive waiting before torch loads)
 import numpy as np
 import torch
 
