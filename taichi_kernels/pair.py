@@ -96,21 +96,24 @@ def lj_compute(pos: _F2, types: _I1, neighbors: _I2, images: _I3, counts: _I1, o
     nt = ti.cast(table[LJ_NTYPES], ti.i32)
     for i in range(n):
         xi = ti.Vector([pos[i, 0], pos[i, 1], pos[i, 2]])
-        ti_ = types[i]
+        h = ti.Matrix([[table[LJ_BOX + 0], table[LJ_BOX + 1], table[LJ_BOX + 2]],
+                       [table[LJ_BOX + 3], table[LJ_BOX + 4], table[LJ_BOX + 5]],
+                       [table[LJ_BOX + 6], table[LJ_BOX + 7], table[LJ_BOX + 8]]])
+        periodic = table[LJ_PERIODIC] > 0.5
+        row = LJ_PAIRS + 4 * nt * types[i]
         f = ti.Vector([0.0, 0.0, 0.0])
         e = 0.0
         w = ti.Vector([0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
-        periodic = table[LJ_PERIODIC] > 0.5
         for qq in range(counts[i]):
             q = order[i, qq]
             j = neighbors[i, q]
             r = ti.Vector([pos[j, 0], pos[j, 1], pos[j, 2]]) - xi
             if periodic:
-                for a in ti.static(range(3)):
-                    r[a] += (images[i, q, 0] * table[LJ_BOX + a] + images[i, q, 1] * table[LJ_BOX + 3 + a]
-                             + images[i, q, 2] * table[LJ_BOX + 6 + a])
+                img = ti.Vector([ti.cast(images[i, q, 0], ti.f64), ti.cast(images[i, q, 1], ti.f64),
+                                 ti.cast(images[i, q, 2], ti.f64)])
+                r += img @ h
             r2 = r.dot(r)
-            base = LJ_PAIRS + 4 * (ti_ * nt + types[j])
+            base = row + 4 * types[j]
             if r2 < table[base + 2]:
                 c12 = table[base]
                 c6 = table[base + 1]
