@@ -106,7 +106,7 @@ def test_crescale_effective_energy_does_not_drift(crescale_medium):
     """Effective energy of Bernetti & Bussi (heat and barostat work subtracted), after the
     equilibration: it drifts only by integration error. Measured: 1.6e-6 eV/atom/ps over
     this 10 ps run (still relaxing from the lattice start), 5e-8–7e-8 over the 125 ps of the
-    slow runs; a wrong sign of the Jacobian term k_BT/2V or of a work term gives ≳1e-4."""
+    slow runs."""
     rec, _, state = crescale_medium
     drift = h.drift_per_atom_ps(rec["time"], rec["inv"], state.n_atoms)
     print(f"c-rescale drift {drift:.3e} eV/atom/ps")

@@ -84,8 +84,7 @@ def test_conserved_quantity_does_not_drift(nvt_runs, name):
     (total energy + heat given to the bath). Measured at dt = 5 fs over 8 ps: NHC −1.4e-7,
     CSVR −1.9e-7, Langevin −1.1e-6 eV/atom/ps, fluctuations 1–3e-6 eV/atom. BAOAB's
     effective energy drifts systematically by its "shadow work" (Sivak, Chodera & Crooks,
-    PRX 4, 011013 (2014)), hence its looser bound; a sign error in a chain force or a
-    missing heat term gives drifts of 1e-4 eV/atom/ps and more."""
+    PRX 4, 011013 (2014)), hence its looser bound."""
     rec, integ, state = nvt_runs[name]
     drift = h.drift_per_atom_ps(rec["time"], rec["inv"], state.n_atoms)
     spread = float(np.std(rec["inv"])) / state.n_atoms
