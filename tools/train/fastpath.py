@@ -1,0 +1,286 @@
+"""Energies and forces of a training batch, differentiable in the parameters (fast path).
+
+The geometry of every training frame is fixed, so the cache (:mod:`.features`) holds per
+slot p = (atom i, slot k): the normalised environment row r̂_p = (R_p − davg)/dstd [4],
+the embedding input ŝ_p, the Jacobian J_p = ∂r̂_p/∂r_p [4×3] (Å⁻², 0 for empty slots) and
+the neighbour index j_p. With G_p = N_emb(ŝ_p) [M] and K = Σ sel (the model's nnei):
+
+    T_i = (1/K) Σ_p r̂_p ⊗ G_p                 [4×M]   (DeepPotSE.descriptor, eq. for T)
+    D_i = T_iᵀ T_i[:, :M2],   e_i = N_fit(D_i) + bias[t_i],   E = Σ_i e_i        (eV)
+    Q_i = ∂E/∂T_i                              [4×M]   (autograd through the fitting net)
+    g_p = ∂E/∂r̂_p = (1/K) [Q_i G_p + ê_0 (r̂_pᵀ Q_i G'_p)],   G'_p = dN_emb/dŝ (ŝ_p)
+    f_p = ∂E/∂r_p = J_pᵀ g_p                   [3]     (eV/Å)
+    F_i = Σ_{p∈i} f_p − Σ_{p: j_p=i} f_p,   W = −Σ_p r_p ⊗ f_p
+
+The embedding net has a scalar input, so G' is obtained by forward-mode differentiation
+alongside G (:class:`EmbeddingTangent`, value and tangent rows stacked into one matrix so
+each layer is one GEMM), and its backward — the second-order part of the force loss — is
+written by hand. The force therefore needs no double backpropagation through the
+embedding; only the small fitting-net graph (rows = atoms) is differentiated twice by
+autograd. Everything stays exact: the result equals ``DeepPotSE.forward`` + autograd on
+the same parameters to round-off (tests hold it to that).
+
+Slots whose environment row is the padding value for every atom of a system are not
+stored; one *virtual* slot per neighbour type carries their total contribution
+(n_pad · r̂_pad ⊗ G(ŝ_pad), exact because r̂_pad and ŝ_pad are the same for all of them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+_RES_NONE, _RES_EQUAL, _RES_DOUBLE = 0, 1, 2
+
+
+def _layer_kinds(mlp) -> tuple[tuple[int, bool], ...]:
+    """(residual kind, uses idt) of each layer of an embedding ``MLP`` (tanh layers only)."""
+    kinds = []
+    for layer in mlp.layers:
+        if layer.activation != "tanh":
+            raise NotImplementedError("fast path needs tanh embedding layers")
+        n_in, n_out = layer.matrix.shape
+        res = _RES_NONE
+        if layer.resnet and n_in == n_out:
+            res = _RES_EQUAL
+        elif layer.resnet and 2 * n_in == n_out:
+            res = _RES_DOUBLE
+        kinds.append((res, bool(layer.use_idt)))
+    return tuple(kinds)
+
+
+class EmbeddingTangent(torch.autograd.Function):
+    """(G, G' = dG/ds) of a tanh embedding net at scalar inputs s, with a hand-written backward.
+
+    forward(s [U] distinct ŝ values, index [A, W] int64 (the row of s of each slot), kinds,
+    W₁, b₁, idt₁, W₂, …) → (G, G' = dG/ds) of every slot, each [A, M, W]: views of
+    feature-major [M, A·W] storage (MKL multiplies [width, U] operands markedly faster than
+    [U, width] ones). The nets run on the U distinct inputs only — a pair i–j of atoms of
+    one type gives the same ŝ in the environments of i and of j, and all empty slots of a
+    centre type share one — and are gathered to the slots (their gradients summed back). Value and
+    tangent activations are stacked, X = [x; ẋ] [2, width, P], so a layer is two GEMMs with
+    one weight matrix. Per layer (h = tanh z, d = 1 − h²):
+
+        z = Wᵀx + b,  ż = Wᵀẋ,  y = idt·h + res(x),  ẏ = idt·d·ż + res(ẋ),   (x, ẋ) = (s, 1) at the input
+
+    with tanh z evaluated as 2·sigmoid(2z) − 1 (half the cost of torch.tanh in float64,
+    equal to round-off). backward(Ḡ, Ḡ') → parameter gradients (Ȳ = [ȳ; ẏ̄] at the output):
+
+        ż̄ = idt·ẏ̄·d,   z̄ = (idt·ȳ − 2 idt·ẏ̄·ż·h)·d,   W̄ = x z̄ᵀ + ẋ ż̄ᵀ,   b̄ = Σ z̄,
+        idt̄ = Σ (ȳ h + ẏ̄ d ż),   [x̄; ẋ̄] = W [z̄; ż̄] + resᵀ(Ȳ)
+
+    No gradient flows to s (the inputs are data).
+    """
+
+    @staticmethod
+    def forward(ctx, s, index, kinds, *params):
+        n = s.shape[0]
+        opts = dict(dtype=s.dtype, device=s.device)
+        x = torch.empty(2, 1, n, **opts)
+        x[0, 0] = s
+        x[1] = 1.0
+        saved = []
+        for l, (res, use_idt) in enumerate(kinds):
+            w, b, idt = params[3 * l], params[3 * l + 1], params[3 * l + 2]
+            width, n_in = w.shape[1], w.shape[0]
+            z = torch.empty(2, width, n, **opts)
+            torch.addmm(b.unsqueeze(1), w.t(), x[0], beta=2.0, alpha=2.0, out=z[0])   # 2z
+            torch.mm(w.t(), x[1], out=z[1])                                             # ż
+            h = torch.sigmoid_(z[0]).mul_(2.0).sub_(1.0)                                # tanh z
+            zt = z[1]
+            d = torch.addcmul(torch.ones((), **opts), h, h, value=-1.0)
+            y = torch.empty_like(z)
+            if use_idt:
+                torch.mul(h, idt.unsqueeze(1), out=y[0])
+                torch.mul(d, zt, out=y[1]).mul_(idt.unsqueeze(1))
+                if res == _RES_EQUAL:
+                    y.add_(x)
+                elif res == _RES_DOUBLE:
+                    y.view(2, 2, n_in, n).add_(x.unsqueeze(1))
+            elif res == _RES_EQUAL:
+                torch.add(h, x[0], out=y[0])
+                torch.addcmul(x[1], d, zt, out=y[1])
+            elif res == _RES_DOUBLE:
+                torch.add(h.view(2, n_in, n), x[0].unsqueeze(0), out=y[0].view(2, n_in, n))
+                torch.addcmul(x[1].unsqueeze(0), d.view(2, n_in, n), zt.view(2, n_in, n),
+                              out=y[1].view(2, n_in, n))
+            else:
+                y[0].copy_(h)
+                torch.mul(d, zt, out=y[1])
+            saved += [x, h, d, zt]
+            x = y
+        ctx.kinds = kinds
+        n_rows, width_blk = index.shape
+        m = x.shape[1]
+        flat = index.reshape(1, 1, -1).expand(2, m, n_rows * width_blk)
+        dense = torch.gather(x, 2, flat)                                     # slots ← unique rows
+        ctx.save_for_backward(index, *saved, *params)
+        return (dense[0].view(m, n_rows, width_blk).transpose(0, 1),
+                dense[1].view(m, n_rows, width_blk).transpose(0, 1))
+
+    @staticmethod
+    def backward(ctx, gbar, gpbar):
+        kinds = ctx.kinds
+        index, *tensors = ctx.saved_tensors
+        n_layers = len(kinds)
+        acts, params = tensors[:4 * n_layers], tensors[4 * n_layers:]
+        grads = [None] * len(params)
+        x_last = acts[4 * (n_layers - 1)]
+        width, n = params[3 * (n_layers - 1)].shape[1], x_last.shape[2]
+        n_rows, width_blk = index.shape
+        dense = torch.empty(2, width, n_rows * width_blk, dtype=x_last.dtype, device=x_last.device)
+        for half, grad in ((dense[0], gbar), (dense[1], gpbar)):
+            if grad is None:
+                half.zero_()
+            else:
+                half.view(width, n_rows, width_blk).copy_(grad.transpose(0, 1))
+        ybar = torch.zeros(2, width, n, dtype=x_last.dtype, device=x_last.device)
+        ybar.scatter_add_(2, index.reshape(1, 1, -1).expand_as(dense), dense)   # Σ over slots
+        for l in range(n_layers - 1, -1, -1):
+            res, use_idt = kinds[l]
+            x, h, d, zt = acts[4 * l: 4 * l + 4]
+            w, idt = params[3 * l], params[3 * l + 2]
+            n_in = w.shape[0]
+            yv, yt = ybar[0], ybar[1]
+            if use_idt:
+                grads[3 * l + 2] = (yv * h).sum(1) + (yt * d * zt).sum(1)
+                yv, yt = yv * idt.unsqueeze(1), yt * idt.unsqueeze(1)
+            zbar = torch.empty_like(ybar)
+            torch.mul(yt, d, out=zbar[1])                              # ż̄
+            tmp = torch.mul(zbar[1], zt).mul_(h)                        # ẏ̄·d·ż·h
+            torch.mul(yv, d, out=zbar[0]).add_(tmp, alpha=-2.0)         # z̄
+            wbar = torch.mm(x[0], zbar[0].t())
+            if l == 0:                                                  # ẋ = 1 at the input
+                wbar.add_(zbar[1].sum(1).unsqueeze(0))
+            else:
+                wbar.addmm_(x[1], zbar[1].t())
+            grads[3 * l] = wbar
+            grads[3 * l + 1] = zbar[0].sum(1)
+            if l > 0:
+                xbar = torch.empty(2, n_in, n, dtype=zbar.dtype, device=zbar.device)
+                torch.mm(w, zbar[0], out=xbar[0])                       # [x̄; ẋ̄] = W [z̄; ż̄]
+                torch.mm(w, zbar[1], out=xbar[1])
+                if res == _RES_EQUAL:
+                    xbar.add_(ybar)
+                elif res == _RES_DOUBLE:
+                    xbar.add_(ybar.view(2, 2, n_in, n).sum(1))
+                ybar = xbar
+        return (None, None, None, *grads)
+
+
+def embedding_params(mlp) -> list[torch.Tensor]:
+    """The flat (W, b, idt) list of an embedding ``MLP``, as :class:`EmbeddingTangent` takes it."""
+    out = []
+    for layer in mlp.layers:
+        out += [layer.matrix, layer.bias, layer.idt]
+    return out
+
+
+@dataclass
+class Batch:
+    """A batch of frames of one system, laid out for :func:`predict` (A = frames × atoms).
+
+    emb_s, emb_index: per embedding net k, the distinct inputs ŝ [U_k] and, for each of its
+    slots (rows: all atoms, or the atoms of its centre type), the index [A_k, W_t] of its
+    input; rhat [A, W, 4] r̂ per slot (virtual slots: n_pad · r̂_pad);
+    jac [A, W, 4, 3] ∂r̂/∂r (Å⁻²); nbr [A·W] int64 global neighbour index (the atom itself
+    for empty and virtual slots); rij [A, W, 3] Å or None (needed for the virial);
+    types [A] int64; blocks: slot range [lo, hi) of each neighbour type;
+    type_index: global indices of the atoms of each centre type;
+    labels energy [B] eV, force [B, N, 3] eV/Å, virial [B, 9] eV or None.
+    """
+
+    emb_s: list[torch.Tensor]
+    emb_index: list[torch.Tensor]
+    rhat: torch.Tensor
+    jac: torch.Tensor
+    nbr: torch.Tensor
+    rij: torch.Tensor | None
+    types: torch.Tensor
+    blocks: list[tuple[int, int]]
+    type_index: list[torch.Tensor]
+    n_frames: int
+    n_atoms: int
+    energy: torch.Tensor
+    force: torch.Tensor
+    virial: torch.Tensor | None
+
+
+def predict(net, batch: Batch, forces: bool = True, virial: bool = False,
+            create_graph: bool = True) -> dict:
+    """Energy [B] (eV), forces [B, N, 3] (eV/Å) and virial [B, 9] (eV) of ``batch``.
+
+    ``net`` is a ``DeepPotSE`` (tanh embedding nets). With ``create_graph`` the outputs
+    are differentiable in the parameters (forces through the second-order structure
+    described in the module docstring); otherwise only the energy is.
+    """
+    n_all = batch.rhat.shape[0]
+    nnei = float(net.nnei)
+    dtype = batch.rhat.dtype
+    ntypes = net.ntypes
+    embedded = []           # per embedding net: (t_j, rows or None, G, G', r̂ of the block)
+    t_mat = None
+    for k, emb in enumerate(net.embeddings):
+        if net.type_one_side:
+            t_j, rows = k, None
+        else:
+            t_j, rows = k // ntypes, batch.type_index[k % ntypes]
+            if rows.numel() == 0:
+                continue
+        lo, hi = batch.blocks[t_j]
+        r_blk = batch.rhat[:, lo:hi] if rows is None else batch.rhat[rows, lo:hi]
+        g_val, g_tan = EmbeddingTangent.apply(batch.emb_s[k], batch.emb_index[k],
+                                              _layer_kinds(emb), *embedding_params(emb))
+        contrib = torch.bmm(g_val, r_blk)                                      # Tᵀ [rows, M, 4]
+        if rows is None:
+            t_mat = contrib if t_mat is None else t_mat + contrib
+        else:
+            if t_mat is None:
+                t_mat = torch.zeros(n_all, contrib.shape[1], 4, dtype=dtype, device=contrib.device)
+            t_mat = t_mat.index_add(0, rows, contrib)
+        embedded.append((t_j, rows, g_val, g_tan, r_blk))
+    t_mat = t_mat / nnei
+    if not t_mat.requires_grad:
+        t_mat.requires_grad_(True)
+    with torch.enable_grad():
+        m2 = net.axis_neuron
+        d = torch.bmm(t_mat, t_mat[:, :m2].transpose(1, 2)).reshape(n_all, -1)   # Tᵀ T[:, :M2]
+        atom_e = torch.zeros(n_all, dtype=dtype, device=d.device)
+        for t, fit in enumerate(net.fittings):
+            idx = batch.type_index[t]
+            if idx.numel():
+                e_t = fit(d.index_select(0, idx)).squeeze(1) + net.energy_bias[t]
+                atom_e = atom_e.index_put((idx,), e_t)
+        energy = atom_e.view(batch.n_frames, batch.n_atoms).sum(1)
+        out = dict(energy=energy, atom_energy=atom_e)
+        if not forces:
+            return out
+        (q,) = torch.autograd.grad(atom_e.sum(), t_mat, create_graph=create_graph)
+    qt = q.transpose(1, 2)                                                     # [A, 4, M]
+    e0 = torch.zeros(4, 1, dtype=dtype, device=q.device)
+    e0[0] = 1.0
+    g_blocks: dict[int, torch.Tensor] = {}
+    for t_j, rows, g_val, g_tan, r_blk in embedded:
+        q_rows = qt if rows is None else qt.index_select(0, rows)
+        g_blk = torch.bmm(q_rows, g_val)                                       # [rows, 4, Wt]
+        g_s = (torch.bmm(q_rows, g_tan) * r_blk.transpose(1, 2)).sum(1, keepdim=True)
+        g_blk = g_blk + g_s * e0
+        if rows is not None:
+            prev = g_blocks.get(t_j)
+            if prev is None:
+                prev = torch.zeros(n_all, *g_blk.shape[1:], dtype=dtype, device=g_blk.device)
+            g_blk = prev.index_add(0, rows, g_blk)
+        g_blocks[t_j] = g_blk
+    parts = []
+    for t, (lo, hi) in enumerate(batch.blocks):
+        parts.append(g_blocks[t] if t in g_blocks else
+                     torch.zeros(n_all, 4, hi - lo, dtype=dtype, device=q.device))
+    g = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)              # [A, 4, W]
+    g = g / nnei
+    f = (g.transpose(1, 2).unsqueeze(-1) * batch.jac).sum(-2)                 # [A, W, 3] ∂E/∂r
+    force = f.sum(1).index_add(0, batch.nbr, f.reshape(-1, 3), alpha=-1.0)
+    out["force"] = force.view(batch.n_frames, batch.n_atoms, 3)
+    if virial:
+        w_atom = -torch.matmul(batch.rij.transpose(1, 2), f)                   # [A, 3, 3]
+        out["virial"] = w_atom.view(batch.n_frames, batch.n_atoms, 9).sum(1)
+    return out

@@ -1,0 +1,33 @@
+"""``dpengine freeze``: a training checkpoint → the TorchScript model file ``dpengine run`` reads.
+
+The model file is written by ``dpengine.model.io.save_model`` (the engine's own format):
+the scripted ``DeepPotSE`` plus metadata — type map, cutoffs, sel, network sizes,
+precision, dpengine version — extended here with the training input (``training_input``),
+the number of steps trained (``training_steps``) and ``source = "dpengine train"``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .checkpoint import load_checkpoint
+from .model import build_network
+
+
+def network_from_checkpoint(path: str | os.PathLike):
+    """(DeepPotSE with the checkpoint's weights and statistics, the checkpoint dict)."""
+    state = load_checkpoint(path)
+    net = build_network(state["config"]["model"], state["sel"])
+    net.load_state_dict(state["model"])
+    net.eval()
+    return net, state
+
+
+def freeze(checkpoint: str | os.PathLike, output: str | os.PathLike) -> Path:
+    """Write the model file ``output`` from ``checkpoint``; returns its path."""
+    from dpengine.model.io import save_model
+
+    net, state = network_from_checkpoint(checkpoint)
+    extra = dict(source="dpengine train", training_steps=int(state["step"]),
+                 training_input=state["config"])
+    return save_model(net, output, extra=extra)
