@@ -293,9 +293,9 @@ def test_out_of_range(case):
 
 
 def test_choices_suggest(case):
-    path = case(with_md('ensemble = "nvt"'))
-    assert error(path) == (f'{path}: [md] ensemble must be one of "nve", got string "nvt"; '
-                           f'did you mean "nve"?')
+    path = case(with_md('ensemble = "nvx"'))
+    assert error(path).startswith(f'{path}: [md] ensemble must be one of "nve", "nvt"')
+    assert error(path).endswith('got string "nvx"; did you mean "nvt"?')
     path = case(with_md('ensemble = "NVE"'))
     assert error(path).endswith('got string "NVE"; did you mean "nve"?')
     path = case(MINIMAL.replace('model = "model.pth"', 'model = "model.pth"\ndevice = "gpu"'))
