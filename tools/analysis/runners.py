@@ -91,7 +91,7 @@ def run_rdf(args) -> dict:
     ax2.set_ylabel(f"n(r) (number of {b})")
     ax2.set_ylim(0, max(1.0, float(res.coordination[-1])) * 1.05)
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(lines, [ln.get_label() for ln in lines], loc="upper left", fontsize=8)
+    ax.legend(lines, [ln.get_label() for ln in lines], loc="best", fontsize=8)
     plot = ctx.plot(fig, stem)
     out = ctx.base("rdf", types=[a, b], n_a=res.n_a, n_b=res.n_b, rmax=float(res.edges[-1]),
                    bins=args.bins, method=res.method, density_b=res.density_b,
@@ -208,12 +208,15 @@ def run_msd(args) -> dict:
     for k, log in enumerate((False, True)):
         ax = fig.ax(k)
         ax.plot(res.t[1:] if log else res.t, res.msd[1:] if log else res.msd, label="MSD")
-        ax.plot(res.t[sel], 6 * res.D * res.t[sel] + res.intercept, "--", color="C3",
-                label=f"6Dt + b, α = {res.alpha:.2f}")
-        ax.axvspan(*res.fit, color="C3", alpha=0.08)
-        if log:
+        if log:   # slope 1 (diffusive) through the fit; the measured exponent in the legend
+            ax.plot(res.t[1:], 6 * res.D * res.t[1:], ":", color="C3",
+                    label=f"6Dt (slope 1); fit window α = {res.alpha:.2f}")
             ax.set_xscale("log")
             ax.set_yscale("log")
+        else:
+            ax.plot(res.t[sel], 6 * res.D * res.t[sel] + res.intercept, "--", color="C3",
+                    label="fit 6Dt + b")
+        ax.axvspan(*res.fit, color="C3", alpha=0.08)
         ax.set_xlabel("lag time t (ps)")
         ax.set_ylabel("MSD (Å²)")
         ax.legend(fontsize=8)
@@ -284,6 +287,9 @@ def run_vacf(args) -> dict:
     ax.set_ylabel("C(t) / C(0)")
     ax = fig.ax(1)
     ax.plot(res.freq * THZ_TO_CM1, res.spectrum)
+    cum = np.cumsum(np.abs(res.spectrum))         # show the band holding 99.9 % of |S|
+    top = res.freq[min(int(np.searchsorted(cum, 0.999 * cum[-1])), len(cum) - 1)] * THZ_TO_CM1
+    ax.set_xlim(0, min(res.freq[-1] * THZ_TO_CM1, max(500.0, 1.2 * top)))
     ax.set_xlabel("wavenumber (cm⁻¹)")
     ax.set_ylabel("S(ν) (Å²/ps)")
     plot = ctx.plot(fig, stem)
@@ -330,6 +336,7 @@ def run_thermo(args) -> dict:
         for k, c in enumerate(idx):
             ax = fig.ax(k)
             ax.plot(data[:, xcol], data[:, c], lw=0.8)
+            ax.ticklabel_format(axis="y", useOffset=False, style="plain")
             ax.set_xlabel(f"{names[xcol]} ({units[xcol] or '-'})")
             ax.set_ylabel(f"{names[c]} ({units[c] or '-'})")
         plot = fig.save(out_dir / f"{args.prefix}thermo.png")

@@ -15,7 +15,8 @@ Y_lm are the orthonormal complex spherical harmonics (:func:`spherical_harmonics
 |q_l,−m| = |q_lm| only m ≥ 0 is evaluated and m > 0 counts twice. Perfect crystals with the
 first shell as neighbours: Q6 = 0.575 (fcc, 12), 0.485 (hcp, 12), 0.511 (bcc, 8 + 6 within
 r_c between the second and third shells); Q4 = 0.191, 0.097, 0.036. Atoms without
-neighbours have no Q (counted in ``isolated``, left out of the distributions).
+neighbours have no Q (counted in ``isolated``, left out of the distributions); an atom
+with a single neighbour has Q_l = 1 exactly (a spike at 1 in a sparse liquid).
 Neighbours are found with the engine's cell-list Verlet list (any triclinic cell).
 """
 from __future__ import annotations
