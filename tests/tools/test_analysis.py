@@ -178,7 +178,7 @@ def test_msd_of_a_wrapped_random_walk_gives_d(tmp_path):
     assert res.D_err < 0.05 * d_true
     assert abs(res.D - d_true) < 4 * res.D_err + 0.01 * d_true
     assert res.alpha == pytest.approx(1.0, abs=0.05)
-    assert len(res.block_d) == 5
+    assert len(res.block_d) == 5 and not res.notes
     # MSD(τ) = 6 D τ at every lag (no drift: the centre-of-mass correction is tiny here)
     k = len(res.t) // 2
     assert res.msd[k] == pytest.approx(6 * d_true * res.t[k], rel=0.05)
@@ -293,6 +293,10 @@ def test_every_analysis_writes_a_table_a_plot_and_json(water_run, tmp_path, caps
     # 64 H2O in a 12.4447 Å cube: 64 · 18.015 amu / 1927.3 Å³ · 1.66054 = 0.9934 g/cm³
     assert results["density"]["density_mean"] == pytest.approx(0.99337, abs=1e-4)
     assert results["density"]["density_std"] < 1e-9            # NVE: constant volume
+    rc, out, err = run_cli(["analyze", "rdf", traj, "--types", "H", "H", "--no-plot", "--prefix",
+                            "np_", *common], capsys)
+    assert rc == 0 and json.loads(out)["plot"] is None
+    assert (tmp_path / "np_rdf_H-H.csv").is_file() and not (tmp_path / "np_rdf_H-H.png").exists()
     rc, out, err = run_cli(["analyze", "thermo", str(water_run / "out" / "thermo.log"), "--columns",
                             "temp", "etotal", "-o", str(tmp_path), "--json"], capsys)
     assert rc == 0, err

@@ -213,6 +213,9 @@ def msd(traj: Trajectory, frames, atoms, masses=None, fit=None, max_lag=None, bl
     if not np.isfinite(d_err):
         notes.append("no uncertainty: fewer than 2 segments (use a longer trajectory or a "
                      "shorter --fit window)")
+    if not abs(alpha - 1.0) <= 0.2:
+        notes.append(f"warning: MSD ~ t^{alpha:.2f} on the fit window, not diffusive (t^1): "
+                     "D is not reliable; fit a later window (--fit) of a longer trajectory")
     return MSDResult(t=t, msd=curve, D=d, D_err=d_err, fit=fit, intercept=b, alpha=alpha,
                      block_d=block_d, n_frames=n, n_atoms=len(atoms), dt=dt, notes=notes)
 

@@ -46,8 +46,12 @@ class Figure:
 
     def __init__(self, rows: int = 1, cols: int = 1, width: float = 6.0, height: float = 4.0,
                  title: str | None = None):
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure as MplFigure
+        try:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure as MplFigure
+        except ImportError:
+            raise ValueError("the plots need matplotlib (pip install matplotlib); or pass "
+                             "--no-plot for the tables only") from None
 
         self.fig = MplFigure(figsize=(width * cols, height * rows), layout="constrained")
         FigureCanvasAgg(self.fig)

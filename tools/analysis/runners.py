@@ -48,8 +48,9 @@ class _Context:
         return dict(analysis=analysis, trajectory=self.traj.path, frames=len(self.frames),
                     **numbers)
 
-    def plot(self, fig, stem: str) -> Path | None:
-        return None if self.args.no_plot else fig.save(self.path(stem, "png"))
+    def plot(self, draw, stem: str) -> Path | None:
+        """Save the figure ``draw()`` builds as ``<prefix><stem>.png``, unless --no-plot."""
+        return None if self.args.no_plot else draw().save(self.path(stem, "png"))
 
 
 def _fmt(x, spec=".3f"):
@@ -73,26 +74,30 @@ def run_rdf(args) -> dict:
                         [f"bins {args.bins} on [0, {res.edges[-1]:.6g}] Å; {b} number density "
                          f"{res.density_b:.6g} 1/Å³; method {res.method}"])
     pk = res.peak
-    fig = Figure(title=f"{a}–{b} radial distribution ({res.n_frames} frames)")
-    ax = fig.ax()
-    ax.plot(res.r, res.g, color="C0", label=f"g$_{{{a}{b}}}$(r)")
-    ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
-    ax.set_xlabel("r (Å)")
-    ax.set_ylabel("g(r)")
-    ax.set_xlim(0, res.edges[-1])
-    if pk["r_peak"] is not None:
-        ax.plot([pk["r_peak"]], [pk["g_peak"]], "o", color="C3",
-                label=f"peak {pk['r_peak']:.2f} Å, {pk['g_peak']:.2f}")
-    if pk["r_min"] is not None:
-        ax.axvline(pk["r_min"], color="C2", lw=0.8, ls="--",
-                   label=f"min {pk['r_min']:.2f} Å, n = {pk['coordination']:.2f}")
-    ax2 = ax.twinx()
-    ax2.plot(res.r, res.coordination, color="C1", lw=1.0, label="n(r)")
-    ax2.set_ylabel(f"n(r) (number of {b})")
-    ax2.set_ylim(0, max(1.0, float(res.coordination[-1])) * 1.05)
-    lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(lines, [ln.get_label() for ln in lines], loc="best", fontsize=8)
-    plot = ctx.plot(fig, stem)
+
+    def draw():
+        fig = Figure(title=f"{a}–{b} radial distribution ({res.n_frames} frames)")
+        ax = fig.ax()
+        ax.plot(res.r, res.g, color="C0", label=f"g$_{{{a}{b}}}$(r)")
+        ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
+        ax.set_xlabel("r (Å)")
+        ax.set_ylabel("g(r)")
+        ax.set_xlim(0, res.edges[-1])
+        if pk["r_peak"] is not None:
+            ax.plot([pk["r_peak"]], [pk["g_peak"]], "o", color="C3",
+                    label=f"peak {pk['r_peak']:.2f} Å, {pk['g_peak']:.2f}")
+        if pk["r_min"] is not None:
+            ax.axvline(pk["r_min"], color="C2", lw=0.8, ls="--",
+                       label=f"min {pk['r_min']:.2f} Å, n = {pk['coordination']:.2f}")
+        ax2 = ax.twinx()
+        ax2.plot(res.r, res.coordination, color="C1", lw=1.0, label="n(r)")
+        ax2.set_ylabel(f"n(r) (number of {b})")
+        ax2.set_ylim(0, max(1.0, float(res.coordination[-1])) * 1.05)
+        lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+        ax.legend(lines, [ln.get_label() for ln in lines], loc="best", fontsize=8)
+        return fig
+
+    plot = ctx.plot(draw, stem)
     out = ctx.base("rdf", types=[a, b], n_a=res.n_a, n_b=res.n_b, rmax=float(res.edges[-1]),
                    bins=args.bins, method=res.method, density_b=res.density_b,
                    first_peak_r=pk["r_peak"], first_peak_g=pk["g_peak"], first_min_r=pk["r_min"],
@@ -123,16 +128,20 @@ def run_adf(args) -> dict:
                         [f"triplets per centre and frame: {res.triplets_per_centre:.6g}"])
     peak = float(res.theta[int(np.argmax(res.p))]) if res.counts.sum() else None
     mean = float((res.theta * res.counts).sum() / res.counts.sum()) if res.counts.sum() else None
-    fig = Figure(title=f"{j}–{i}–{k} angle distribution, r < {args.cutoff:g} Å "
-                       f"({res.n_frames} frames)")
-    ax = fig.ax()
-    ax.plot(res.theta, res.p, color="C0")
-    ax.axvline(109.47, color="0.6", lw=0.8, ls=":", label="tetrahedral 109.5°")
-    ax.set_xlabel(f"angle {j}–{i}–{k} θ (degree)")
-    ax.set_ylabel("P(θ) (1/degree)")
-    ax.set_xlim(0, 180)
-    ax.legend(fontsize=8)
-    plot = ctx.plot(fig, stem)
+
+    def draw():
+        fig = Figure(title=f"{j}–{i}–{k} angle distribution, r < {args.cutoff:g} Å "
+                           f"({res.n_frames} frames)")
+        ax = fig.ax()
+        ax.plot(res.theta, res.p, color="C0")
+        ax.axvline(109.47, color="0.6", lw=0.8, ls=":", label="tetrahedral 109.5°")
+        ax.set_xlabel(f"angle {j}–{i}–{k} θ (degree)")
+        ax.set_ylabel("P(θ) (1/degree)")
+        ax.set_xlim(0, 180)
+        ax.legend(fontsize=8)
+        return fig
+
+    plot = ctx.plot(draw, stem)
     out = ctx.base("adf", types=[j, i, k], cutoff=args.cutoff, peak_deg=peak, mean_deg=mean,
                    triplets_per_centre=res.triplets_per_centre, table=table, plot=plot)
     out["summary"] = [f"{j}-{i}-{k} ADF of {res.n_frames} frames (legs < {args.cutoff:g} Å): "
@@ -160,17 +169,21 @@ def run_steinhardt(args) -> dict:
         f"per-atom Steinhardt Q_l and Lechner-Dellago Q_l-bar of {name}, neighbours within "
         f"{args.cutoff:g} Å; probability densities on [0, 1]") +
         [f"mean neighbours {res.neighbours:.4g}; atom-frames without neighbours {res.isolated}"])
-    fig = Figure(1, 2, width=5.0, title=f"{name}: bond-orientational order, r < "
-                 f"{args.cutoff:g} Å ({res.n_frames} frames)")
-    for k, (dist, sym) in enumerate(((res.q, "Q"), (res.qbar, r"\bar{Q}"))):
-        ax = fig.ax(k)
-        for l in res.degrees:
-            ax.plot(centres, dist[l], label=f"${sym}_{{{l}}}$")
-        ax.set_xlabel(f"${sym}_l$ (dimensionless)")
-        ax.set_ylabel("probability density")
-        ax.set_xlim(0, 1)
-        ax.legend(fontsize=8)
-    plot = ctx.plot(fig, stem)
+
+    def draw():
+        fig = Figure(1, 2, width=5.0, title=f"{name}: bond-orientational order, r < "
+                     f"{args.cutoff:g} Å ({res.n_frames} frames)")
+        for k, (dist, sym) in enumerate(((res.q, "Q"), (res.qbar, r"\bar{Q}"))):
+            ax = fig.ax(k)
+            for l in res.degrees:
+                ax.plot(centres, dist[l], label=f"${sym}_{{{l}}}$")
+            ax.set_xlabel(f"${sym}_l$ (dimensionless)")
+            ax.set_ylabel("probability density")
+            ax.set_xlim(0, 1)
+            ax.legend(fontsize=8)
+        return fig
+
+    plot = ctx.plot(draw, stem)
     out = ctx.base("steinhardt", types=[name], cutoff=args.cutoff, neighbours=res.neighbours,
                    isolated=res.isolated, table=table, plot=plot)
     for l in res.degrees:
@@ -202,25 +215,29 @@ def run_msd(args) -> dict:
                         ctx.header(f"mean-squared displacement of {name} (unwrapped, {drift})") +
                         [f"D = {res.D:.6g} +- {res.D_err:.3g} A^2/ps from MSD = 6 D t + b on "
                          f"{res.fit[0]:.4g}-{res.fit[1]:.4g} ps ({len(res.block_d)} segments)"])
-    fig = Figure(1, 2, width=5.0, title=f"{name}: MSD, D = {res.D * cm:.3g} ± "
-                 f"{res.D_err * cm:.2g} × 10⁻⁵ cm²/s")
-    sel = (res.t >= res.fit[0]) & (res.t <= res.fit[1])
-    for k, log in enumerate((False, True)):
-        ax = fig.ax(k)
-        ax.plot(res.t[1:] if log else res.t, res.msd[1:] if log else res.msd, label="MSD")
-        if log:   # slope 1 (diffusive) through the fit; the measured exponent in the legend
-            ax.plot(res.t[1:], 6 * res.D * res.t[1:], ":", color="C3",
-                    label=f"6Dt (slope 1); fit window α = {res.alpha:.2f}")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-        else:
-            ax.plot(res.t[sel], 6 * res.D * res.t[sel] + res.intercept, "--", color="C3",
-                    label="fit 6Dt + b")
-        ax.axvspan(*res.fit, color="C3", alpha=0.08)
-        ax.set_xlabel("lag time t (ps)")
-        ax.set_ylabel("MSD (Å²)")
-        ax.legend(fontsize=8)
-    plot = ctx.plot(fig, stem)
+
+    def draw():
+        fig = Figure(1, 2, width=5.0, title=f"{name}: MSD, D = {res.D * cm:.3g} ± "
+                     f"{res.D_err * cm:.2g} × 10⁻⁵ cm²/s")
+        sel = (res.t >= res.fit[0]) & (res.t <= res.fit[1])
+        for k, log in enumerate((False, True)):
+            ax = fig.ax(k)
+            ax.plot(res.t[1:] if log else res.t, res.msd[1:] if log else res.msd, label="MSD")
+            if log:   # slope 1 (diffusive) through the fit; the measured exponent in the legend
+                ax.plot(res.t[1:], 6 * res.D * res.t[1:], ":", color="C3",
+                        label=f"6Dt (slope 1); fit window α = {res.alpha:.2f}")
+                ax.set_xscale("log")
+                ax.set_yscale("log")
+            else:
+                ax.plot(res.t[sel], 6 * res.D * res.t[sel] + res.intercept, "--", color="C3",
+                        label="fit 6Dt + b")
+            ax.axvspan(*res.fit, color="C3", alpha=0.08)
+            ax.set_xlabel("lag time t (ps)")
+            ax.set_ylabel("MSD (Å²)")
+            ax.legend(fontsize=8)
+        return fig
+
+    plot = ctx.plot(draw, stem)
     out = ctx.base("msd", types=[name], n_atoms=res.n_atoms, dt_ps=res.dt, fit_ps=list(res.fit),
                    D_A2_per_ps=res.D, D_err_A2_per_ps=res.D_err, D_1e5_cm2_per_s=res.D * cm,
                    D_err_1e5_cm2_per_s=res.D_err * cm, alpha=res.alpha, segments_D=res.block_d,
@@ -245,14 +262,18 @@ def run_density(args) -> dict:
                                                      "density[g/cm^3]"],
                         [res.time, res.volume, res.density],
                         ctx.header(f"mass density, total mass {res.mass:.6g} amu"))
-    fig = Figure(title=f"density: {res.mean:.4f} ± {_fmt(res.sem, '.2g')} g/cm³")
-    ax = fig.ax()
-    ax.plot(res.time, res.density)
-    ax.axhline(res.mean, color="C3", ls="--", lw=0.8, label="mean")
-    ax.set_xlabel("time (ps)")
-    ax.set_ylabel("density (g/cm³)")
-    ax.legend(fontsize=8)
-    plot = ctx.plot(fig, "density")
+
+    def draw():
+        fig = Figure(title=f"density: {res.mean:.4f} ± {_fmt(res.sem, '.2g')} g/cm³")
+        ax = fig.ax()
+        ax.plot(res.time, res.density)
+        ax.axhline(res.mean, color="C3", ls="--", lw=0.8, label="mean")
+        ax.set_xlabel("time (ps)")
+        ax.set_ylabel("density (g/cm³)")
+        ax.legend(fontsize=8)
+        return fig
+
+    plot = ctx.plot(draw, "density")
     out = ctx.base("density", mass_amu=res.mass, density_mean=res.mean, density_std=res.std,
                    density_sem=res.sem, table=table, plot=plot)
     out["summary"] = [f"density {res.mean:.5f} ± {_fmt(res.sem, '.2g')} g/cm³ (std "
@@ -279,20 +300,25 @@ def run_vacf(args) -> dict:
                            [res.freq, res.freq * THZ_TO_CM1, res.spectrum],
                            ctx.header(f"power spectrum of the velocity autocorrelation of {name}"
                                       " (Hann window); S(0) = 6 D"))
-    fig = Figure(1, 2, width=5.0, title=f"{name}: velocity autocorrelation ({res.n_frames} frames)")
-    ax = fig.ax(0)
-    ax.plot(res.t, res.c / c0)
-    ax.axhline(0.0, color="0.6", lw=0.8)
-    ax.set_xlabel("t (ps)")
-    ax.set_ylabel("C(t) / C(0)")
-    ax = fig.ax(1)
-    ax.plot(res.freq * THZ_TO_CM1, res.spectrum)
-    cum = np.cumsum(np.abs(res.spectrum))         # show the band holding 99.9 % of |S|
-    top = res.freq[min(int(np.searchsorted(cum, 0.999 * cum[-1])), len(cum) - 1)] * THZ_TO_CM1
-    ax.set_xlim(0, min(res.freq[-1] * THZ_TO_CM1, max(500.0, 1.2 * top)))
-    ax.set_xlabel("wavenumber (cm⁻¹)")
-    ax.set_ylabel("S(ν) (Å²/ps)")
-    plot = ctx.plot(fig, stem)
+
+    def draw():
+        fig = Figure(1, 2, width=5.0,
+                     title=f"{name}: velocity autocorrelation ({res.n_frames} frames)")
+        ax = fig.ax(0)
+        ax.plot(res.t, res.c / c0)
+        ax.axhline(0.0, color="0.6", lw=0.8)
+        ax.set_xlabel("t (ps)")
+        ax.set_ylabel("C(t) / C(0)")
+        ax = fig.ax(1)
+        ax.plot(res.freq * THZ_TO_CM1, res.spectrum)
+        cum = np.cumsum(np.abs(res.spectrum))         # show the band holding 99.9 % of |S|
+        top = res.freq[min(int(np.searchsorted(cum, 0.999 * cum[-1])), len(cum) - 1)] * THZ_TO_CM1
+        ax.set_xlim(0, min(res.freq[-1] * THZ_TO_CM1, max(500.0, 1.2 * top)))
+        ax.set_xlabel("wavenumber (cm⁻¹)")
+        ax.set_ylabel("S(ν) (Å²/ps)")
+        return fig
+
+    plot = ctx.plot(draw, stem)
     nyquist = 0.5 / res.dt * THZ_TO_CM1
     out = ctx.base("vacf", types=[name], dt_ps=res.dt, c0_A2_per_ps2=float(res.c[0]),
                    D_green_kubo_A2_per_ps=res.D_gk, nyquist_cm1=nyquist, table=table,
