@@ -162,6 +162,21 @@ def test_steinhardt_cli_with_a_types_file(tmp_path, capsys):
     assert Path(data["table"]).is_file() and Path(data["plot"]).is_file()
 
 
+def test_density_follows_a_cell_that_changes_size(tmp_path, capsys):
+    rng = np.random.default_rng(6)
+    boxes = [np.diag([10.0, 11.0, 12.0]) * (1 + 0.02 * k) + np.triu(np.ones((3, 3)), 1).T
+             for k in range(5)]                               # triclinic, growing
+    write_traj(tmp_path / "npt.nc", [(rng.random((50, 3)) @ h, h) for h in boxes]).close()
+    (tmp_path / "type.raw").write_text("0\n" * 50)           # DeePMD-kit style, with --type-map
+    rc, out, err = run_cli(["analyze", "density", str(tmp_path / "npt.nc"), "--types-file",
+                            str(tmp_path / "type.raw"), "--type-map", "Ar", "-o", str(tmp_path),
+                            "--json", "-q"], capsys)
+    assert rc == 0, err
+    table = np.loadtxt(json.loads(out)["table"], delimiter=",", skiprows=1)
+    expected = [50 * 39.948 / np.linalg.det(h) * 1.66053906660 for h in boxes]
+    np.testing.assert_allclose(table[:, 2], expected, rtol=1e-9)
+
+
 # --------------------------------------------------------------------------- dynamics
 def test_msd_of_a_wrapped_random_walk_gives_d(tmp_path):
     rng = np.random.default_rng(3)
