@@ -211,6 +211,7 @@ NPT_CASES = {
 }
 
 
+@cpu_only
 @pytest.mark.parametrize("case", list(NPT_CASES))
 def test_npt_restart_is_bit_exact(tmp_path, case):
     """Stop a stochastic (or extended-system) NPT run half way and continue it from the
