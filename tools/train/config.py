@@ -54,7 +54,8 @@ SCHEMA: dict[str, list[tuple[str, str, Any, str]]] = {
         ("axis_neuron", "int+", 16, "columns M2 of the descriptor"),
         ("type_one_side", "bool", True, "embedding nets by neighbour type only"),
         ("resnet_dt", "bool", False, "timestep vector in residual embedding layers"),
-        ("activation", "str:tanh|gelu|relu|softplus|sigmoid", "tanh", "embedding activation"),
+        ("activation", "str:tanh", "tanh", "embedding activation (the training fast path "
+         "differentiates tanh embedding nets)"),
         ("set_davg_zero", "bool", False, "keep the environment mean at zero"),
     ],
     "model.fitting": [

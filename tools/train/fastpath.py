@@ -5,30 +5,34 @@ slot p = (atom i, slot k): the normalised environment row r̂_p = (R_p − davg)
 the embedding input ŝ_p, the Jacobian J_p = ∂r̂_p/∂r_p [4×3] (Å⁻², 0 for empty slots) and
 the neighbour index j_p. With G_p = N_emb(ŝ_p) [M] and K = Σ sel (the model's nnei):
 
-    T_i = (1/K) Σ_p r̂_p ⊗ G_p                 [4×M]   (DeepPotSE.descriptor, eq. for T)
+    T_i = (1/K) Σ_p r̂_p ⊗ G_p                 [4×M]   (DeepPotSE.descriptor)
     D_i = T_iᵀ T_i[:, :M2],   e_i = N_fit(D_i) + bias[t_i],   E = Σ_i e_i        (eV)
-    Q_i = ∂E/∂T_i                              [4×M]   (autograd through the fitting net)
-    g_p = ∂E/∂r̂_p = (1/K) [Q_i G_p + ê_0 (r̂_pᵀ Q_i G'_p)],   G'_p = dN_emb/dŝ (ŝ_p)
+    A_i = ∂e_i/∂D_i [M×M2],   Q_i = ∂E/∂T_i = T_i[:, :M2] A_iᵀ + [T_i A_i | 0]   [4×M]
+    g_p = ∂E/∂r̂_p = (1/K) [Q_i G_p + ê_0 (r̂_p · Q_i G'_p)],   G'_p = dN_emb/dŝ (ŝ_p)
     f_p = ∂E/∂r_p = J_pᵀ g_p                   [3]     (eV/Å)
     F_i = Σ_{p∈i} f_p − Σ_{p: j_p=i} f_p,   W = −Σ_p r_p ⊗ f_p
 
 The embedding net has a scalar input, so G' is obtained by forward-mode differentiation
-alongside G (:class:`EmbeddingTangent`, value and tangent rows stacked into one matrix so
-each layer is one GEMM), and its backward — the second-order part of the force loss — is
-written by hand. The force therefore needs no double backpropagation through the
-embedding; only the small fitting-net graph (rows = atoms) is differentiated twice by
-autograd. Everything stays exact: the result equals ``DeepPotSE.forward`` + autograd on
-the same parameters to round-off (tests hold it to that).
+alongside G (:class:`EmbeddingTangent`, value and tangent stacked so each layer is one
+weight matrix), and the fitting net returns A with e (:class:`.fitting.FittingWithGrad`);
+both Functions differentiate themselves by hand — the second-order part of the force
+loss — so one ordinary backward pass gives the parameter gradients, with no double
+backpropagation (a non-tanh fitting net falls back to autograd's). Everything stays
+exact: the result equals ``DeepPotSE.forward`` + autograd on the same parameters to
+round-off (tests hold it to that).
 
 Slots whose environment row is the padding value for every atom of a system are not
 stored; one *virtual* slot per neighbour type carries their total contribution
 (n_pad · r̂_pad ⊗ G(ŝ_pad), exact because r̂_pad and ŝ_pad are the same for all of them).
+The embedding nets run only on the distinct inputs (:mod:`.features`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+
+from .fitting import FittingWithGrad, fitting_kinds, fitting_params
 
 _RES_NONE, _RES_EQUAL, _RES_DOUBLE = 0, 1, 2
 
@@ -53,9 +57,9 @@ class EmbeddingTangent(torch.autograd.Function):
     """(G, G' = dG/ds) of a tanh embedding net at scalar inputs s, with a hand-written backward.
 
     forward(s [U] distinct ŝ values, index [A, W] int64 (the row of s of each slot), kinds,
-    W₁, b₁, idt₁, W₂, …) → (G, G' = dG/ds) of every slot, each [A, M, W]: views of
-    feature-major [M, A·W] storage (MKL multiplies [width, U] operands markedly faster than
-    [U, width] ones). The nets run on the U distinct inputs only — a pair i–j of atoms of
+    W₁, b₁, idt₁, W₂, …) → (G, G' = dG/ds) of every slot, each [A, W, M]. Inside, the
+    activations are feature-major, [width, U] (MKL multiplies such operands markedly
+    faster than [U, width] ones); the slots get rows. The nets run on the U distinct inputs only — a pair i–j of atoms of
     one type gives the same ŝ in the environments of i and of j, and all empty slots of a
     centre type share one — and are gathered to the slots (their gradients summed back). Value and
     tangent activations are stacked, X = [x; ẋ] [2, width, P], so a layer is two GEMMs with
@@ -112,11 +116,11 @@ class EmbeddingTangent(torch.autograd.Function):
         ctx.kinds = kinds
         n_rows, width_blk = index.shape
         m = x.shape[1]
-        flat = index.reshape(1, 1, -1).expand(2, m, n_rows * width_blk)
-        dense = torch.gather(x, 2, flat)                                     # slots ← unique rows
+        flat = index.reshape(-1)
+        rows = x.transpose(1, 2).contiguous()                               # [2, U, M]
         ctx.save_for_backward(index, *saved, *params)
-        return (dense[0].view(m, n_rows, width_blk).transpose(0, 1),
-                dense[1].view(m, n_rows, width_blk).transpose(0, 1))
+        return (rows[0].index_select(0, flat).view(n_rows, width_blk, m),   # slots ← rows
+                rows[1].index_select(0, flat).view(n_rows, width_blk, m))
 
     @staticmethod
     def backward(ctx, gbar, gpbar):
@@ -127,15 +131,12 @@ class EmbeddingTangent(torch.autograd.Function):
         grads = [None] * len(params)
         x_last = acts[4 * (n_layers - 1)]
         width, n = params[3 * (n_layers - 1)].shape[1], x_last.shape[2]
-        n_rows, width_blk = index.shape
-        dense = torch.empty(2, width, n_rows * width_blk, dtype=x_last.dtype, device=x_last.device)
-        for half, grad in ((dense[0], gbar), (dense[1], gpbar)):
-            if grad is None:
-                half.zero_()
-            else:
-                half.view(width, n_rows, width_blk).copy_(grad.transpose(0, 1))
-        ybar = torch.zeros(2, width, n, dtype=x_last.dtype, device=x_last.device)
-        ybar.scatter_add_(2, index.reshape(1, 1, -1).expand_as(dense), dense)   # Σ over slots
+        rows = torch.zeros(2, n, width, dtype=x_last.dtype, device=x_last.device)
+        flat = index.reshape(-1)
+        for half, grad in ((rows[0], gbar), (rows[1], gpbar)):
+            if grad is not None:
+                half.index_add_(0, flat, grad.reshape(-1, width))          # Σ over slots
+        ybar = rows.transpose(1, 2).contiguous()                           # [2, M, U]
         for l in range(n_layers - 1, -1, -1):
             res, use_idt = kinds[l]
             x, h, d, zt = acts[4 * l: 4 * l + 4]
@@ -147,8 +148,7 @@ class EmbeddingTangent(torch.autograd.Function):
                 yv, yt = yv * idt.unsqueeze(1), yt * idt.unsqueeze(1)
             zbar = torch.empty_like(ybar)
             torch.mul(yt, d, out=zbar[1])                              # ż̄
-            tmp = torch.mul(zbar[1], zt).mul_(h)                        # ẏ̄·d·ż·h
-            torch.mul(yv, d, out=zbar[0]).add_(tmp, alpha=-2.0)         # z̄
+            torch.mul(yv, d, out=zbar[0]).addcmul_(torch.mul(zbar[1], zt), h, value=-2.0)  # z̄
             wbar = torch.mm(x[0], zbar[0].t())
             if l == 0:                                                  # ẋ = 1 at the input
                 wbar.add_(zbar[1].sum(1).unsqueeze(0))
@@ -212,7 +212,8 @@ def predict(net, batch: Batch, forces: bool = True, virial: bool = False,
 
     ``net`` is a ``DeepPotSE`` (tanh embedding nets). With ``create_graph`` the outputs
     are differentiable in the parameters (forces through the second-order structure
-    described in the module docstring); otherwise only the energy is.
+    described in the module docstring); otherwise the forces are not (evaluate under
+    ``torch.no_grad()``).
     """
     n_all = batch.rhat.shape[0]
     nnei = float(net.nnei)
@@ -231,39 +232,62 @@ def predict(net, batch: Batch, forces: bool = True, virial: bool = False,
         r_blk = batch.rhat[:, lo:hi] if rows is None else batch.rhat[rows, lo:hi]
         g_val, g_tan = EmbeddingTangent.apply(batch.emb_s[k], batch.emb_index[k],
                                               _layer_kinds(emb), *embedding_params(emb))
-        contrib = torch.bmm(g_val, r_blk)                                      # Tᵀ [rows, M, 4]
+        contrib = torch.bmm(r_blk.transpose(1, 2), g_val)                      # T [rows, 4, M]
         if rows is None:
             t_mat = contrib if t_mat is None else t_mat + contrib
         else:
             if t_mat is None:
-                t_mat = torch.zeros(n_all, contrib.shape[1], 4, dtype=dtype, device=contrib.device)
+                t_mat = torch.zeros(n_all, 4, contrib.shape[2], dtype=dtype, device=contrib.device)
             t_mat = t_mat.index_add(0, rows, contrib)
         embedded.append((t_j, rows, g_val, g_tan, r_blk))
     t_mat = t_mat / nnei
     if not t_mat.requires_grad:
-        t_mat.requires_grad_(True)
-    with torch.enable_grad():
-        m2 = net.axis_neuron
-        d = torch.bmm(t_mat, t_mat[:, :m2].transpose(1, 2)).reshape(n_all, -1)   # Tᵀ T[:, :M2]
+        t_mat.requires_grad_(True)       # the fallback differentiates the fitting in Tᵀ
+    m2 = net.axis_neuron
+    d = torch.bmm(t_mat.transpose(1, 2), t_mat[:, :, :m2]).reshape(n_all, -1)    # Tᵀ T[:, :M2]
+    kinds = [fitting_kinds(fit) for fit in net.fittings]
+    if all(k is not None for k in kinds):
+        # e and A = ∂e/∂D from one Function per centre type; Q = ∂E/∂Tᵀ by the product rule
         atom_e = torch.zeros(n_all, dtype=dtype, device=d.device)
+        grad_d = torch.zeros_like(d) if forces else None
         for t, fit in enumerate(net.fittings):
             idx = batch.type_index[t]
             if idx.numel():
-                e_t = fit(d.index_select(0, idx)).squeeze(1) + net.energy_bias[t]
-                atom_e = atom_e.index_put((idx,), e_t)
+                e_t, a_t = FittingWithGrad.apply(d.index_select(0, idx), kinds[t],
+                                                 *fitting_params(fit))
+                atom_e = atom_e.index_put((idx,), e_t + net.energy_bias[t])
+                if forces:
+                    grad_d = grad_d.index_put((idx,), a_t)
         energy = atom_e.view(batch.n_frames, batch.n_atoms).sum(1)
         out = dict(energy=energy, atom_energy=atom_e)
         if not forces:
             return out
-        (q,) = torch.autograd.grad(atom_e.sum(), t_mat, create_graph=create_graph)
-    qt = q.transpose(1, 2)                                                     # [A, 4, M]
-    e0 = torch.zeros(4, 1, dtype=dtype, device=q.device)
+        a3 = grad_d.view(n_all, t_mat.shape[2], m2)                           # ∂e/∂D [A, M, M2]
+        q = torch.bmm(t_mat[:, :, :m2], a3.transpose(1, 2))                   # ∂E/∂T [A, 4, M]
+        q = q + torch.nn.functional.pad(torch.bmm(t_mat, a3), (0, t_mat.shape[2] - m2))
+        if not create_graph:
+            q = q.detach()
+    else:
+        with torch.enable_grad():
+            atom_e = torch.zeros(n_all, dtype=dtype, device=d.device)
+            for t, fit in enumerate(net.fittings):
+                idx = batch.type_index[t]
+                if idx.numel():
+                    e_t = fit(d.index_select(0, idx)).squeeze(1) + net.energy_bias[t]
+                    atom_e = atom_e.index_put((idx,), e_t)
+            energy = atom_e.view(batch.n_frames, batch.n_atoms).sum(1)
+            out = dict(energy=energy, atom_energy=atom_e)
+            if not forces:
+                return out
+            (q,) = torch.autograd.grad(atom_e.sum(), t_mat, create_graph=create_graph)
+    qt = q.transpose(1, 2)                                                     # [A, M, 4]
+    e0 = torch.zeros(4, dtype=dtype, device=q.device)
     e0[0] = 1.0
     g_blocks: dict[int, torch.Tensor] = {}
     for t_j, rows, g_val, g_tan, r_blk in embedded:
         q_rows = qt if rows is None else qt.index_select(0, rows)
-        g_blk = torch.bmm(q_rows, g_val)                                       # [rows, 4, Wt]
-        g_s = (torch.bmm(q_rows, g_tan) * r_blk.transpose(1, 2)).sum(1, keepdim=True)
+        g_blk = torch.bmm(g_val, q_rows)                                       # [rows, Wt, 4]
+        g_s = (torch.bmm(g_tan, q_rows) * r_blk).sum(-1, keepdim=True)        # [rows, Wt, 1]
         g_blk = g_blk + g_s * e0
         if rows is not None:
             prev = g_blocks.get(t_j)
@@ -274,10 +298,10 @@ def predict(net, batch: Batch, forces: bool = True, virial: bool = False,
     parts = []
     for t, (lo, hi) in enumerate(batch.blocks):
         parts.append(g_blocks[t] if t in g_blocks else
-                     torch.zeros(n_all, 4, hi - lo, dtype=dtype, device=q.device))
-    g = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)              # [A, 4, W]
+                     torch.zeros(n_all, hi - lo, 4, dtype=dtype, device=q.device))
+    g = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)              # [A, W, 4]
     g = g / nnei
-    f = (g.transpose(1, 2).unsqueeze(-1) * batch.jac).sum(-2)                 # [A, W, 3] ∂E/∂r
+    f = (g.unsqueeze(-1) * batch.jac).sum(-2)                                  # [A, W, 3] ∂E/∂r
     force = f.sum(1).index_add(0, batch.nbr, f.reshape(-1, 3), alpha=-1.0)
     out["force"] = force.view(batch.n_frames, batch.n_atoms, 3)
     if virial:

@@ -46,6 +46,15 @@ def _keep_freed_memory() -> None:
         pass
 
 
+def _adam(params, lr: float) -> torch.optim.Optimizer:
+    """Adam (PyTorch defaults, as DeePMD-kit); the fused kernel where this torch has it."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
+
+
 class Trainer:
     """One training run. ``cfg`` is a validated configuration (:func:`.config.load_config`).
 
@@ -107,7 +116,7 @@ class Trainer:
             c.to(self.device)
         self.lr = LearningRate(cfg["learning_rate"]["start_lr"], cfg["learning_rate"]["stop_lr"],
                                cfg["learning_rate"]["decay_steps"], tr["steps"])
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr.start_lr)
+        self.optimizer = _adam(self.net.parameters(), self.lr.start_lr)
         self.sampler = Sampler([s.n_frames for s in self.train_systems], self.batch_sizes,
                                tr["seed"] + 1)
         self.valid_sampler = Sampler([s.n_frames for s in self.valid_systems] or [1],
@@ -198,7 +207,8 @@ class Trainer:
         for _ in range(self.cfg["data"]["validation_batches"]):
             k, frames = self.valid_sampler.next()
             batch = self.valid_caches[k].batch(frames)
-            _, parts = self._loss(batch, lr, train=False)
+            with torch.no_grad():
+                _, parts = self._loss(batch, lr, train=False)
             n = batch.n_atoms * batch.n_frames
             atoms += n
             for key, v in parts.items():
@@ -213,7 +223,8 @@ class Trainer:
         for cache in caches:
             for k in range(cache.n_frames):
                 batch = cache.batch([k])
-                pred = predict(self.net, batch, forces=True, create_graph=False)
+                with torch.no_grad():
+                    pred = predict(self.net, batch, forces=True, create_graph=False)
                 se += float(torch.sum(torch.square((pred["energy"].detach() - batch.energy)
                                                    / batch.n_atoms)))
                 sf += float(torch.sum(torch.square(pred["force"].detach() - batch.force)))

@@ -1,0 +1,163 @@
+"""The fitting net and its input gradient in one autograd Function (fast path of training).
+
+For the rows (atoms) of one centre type, with hidden layers l = 1..L (h = tanh z,
+d = 1 − h²) and a linear output layer (w_o, b_o):
+
+    forward   z_l = x_{l−1} W_l + b_l,   x_l = idt_l·h_l + res(x_{l−1}),   e = x_L w_o + b_o
+    reverse   a_L = w_oᵀ,   δ_l = a_l·idt_l·d_l,   a_{l−1} = δ_l W_lᵀ + resᵀ(a_l),   A = a_0 = ∂e/∂D
+
+``FittingWithGrad`` returns (e [n], A = ∂e/∂D [n, K]) and differentiates both by hand
+(the adjoint of the reverse sweep, then of the forward sweep), so the force loss — which
+depends on A — needs no double backpropagation through autograd:
+
+    adjoint of the reverse sweep, l = 1..L (ā_0 = Ā):
+        δ̄_l = ā_{l−1} W_l,   W̄_l += ā_{l−1}ᵀ δ_l,   ā_l = res(ā_{l−1}) + δ̄_l·idt_l·d_l,
+        idt̄_l += Σ δ̄_l·a_l·d_l,   h̄_l = −2 h_l·δ̄_l·a_l·idt_l;      w̄_o += Σ_rows ā_L
+    adjoint of the forward sweep, l = L..1 (x̄_L = ē w_oᵀ):
+        h̄_l += idt_l·x̄_l,   idt̄_l += Σ x̄_l·h_l,   z̄_l = h̄_l·d_l,
+        W̄_l += x_{l−1}ᵀ z̄_l,   b̄_l = Σ z̄_l,   x̄_{l−1} = z̄_l W_lᵀ + resᵀ(x̄_l),   D̄ = x̄_0
+
+res(x) is x (equal widths), [x, x] (doubled width) or nothing; resᵀ its adjoint. tanh z
+is evaluated as 2·sigmoid(2z) − 1 (equal to round-off, half the cost in float64).
+"""
+from __future__ import annotations
+
+import torch
+
+_NONE, _EQUAL, _DOUBLE = 0, 1, 2
+
+
+def fitting_kinds(mlp) -> tuple[tuple[int, bool], ...] | None:
+    """(residual kind, uses idt) per hidden layer, or None if the fast path does not apply
+    (a non-tanh hidden layer, or an output layer that is not linear)."""
+    layers = list(mlp.layers)
+    if layers[-1].activation != "linear" or layers[-1].resnet or layers[-1].use_idt:
+        return None
+    kinds = []
+    for layer in layers[:-1]:
+        if layer.activation != "tanh":
+            return None
+        n_in, n_out = layer.matrix.shape
+        res = _NONE
+        if layer.resnet and n_in == n_out:
+            res = _EQUAL
+        elif layer.resnet and 2 * n_in == n_out:
+            res = _DOUBLE
+        kinds.append((res, bool(layer.use_idt)))
+    return tuple(kinds)
+
+
+def fitting_params(mlp) -> list[torch.Tensor]:
+    out = []
+    for layer in mlp.layers:
+        out += [layer.matrix, layer.bias, layer.idt]
+    return out
+
+
+def _res(x: torch.Tensor, kind: int, width: int) -> torch.Tensor | None:
+    if kind == _EQUAL:
+        return x
+    if kind == _DOUBLE:
+        return torch.cat([x, x], 1)
+    return None
+
+
+def _res_t(a: torch.Tensor, kind: int, n_in: int) -> torch.Tensor | None:
+    if kind == _EQUAL:
+        return a
+    if kind == _DOUBLE:
+        return a[:, :n_in] + a[:, n_in:]
+    return None
+
+
+class FittingWithGrad(torch.autograd.Function):
+    """(e [n], ∂e/∂D [n, K]) of a tanh fitting net at inputs D [n, K]; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, d, kinds, *params):
+        n_hidden = len(kinds)
+        x = d
+        xs, hs, ds = [d], [], []
+        for l, (res, use_idt) in enumerate(kinds):
+            w, b, idt = params[3 * l: 3 * l + 3]
+            h = torch.addmm(b, x, w, beta=2.0, alpha=2.0).sigmoid_().mul_(2.0).sub_(1.0)
+            dd = torch.addcmul(torch.ones((), dtype=h.dtype, device=h.device), h, h, value=-1.0)
+            y = h * idt if use_idt else h
+            skip = _res(x, res, w.shape[1])
+            x = y + skip if skip is not None else y.clone() if y is h else y
+            xs.append(x)
+            hs.append(h)
+            ds.append(dd)
+        w_o, b_o = params[3 * n_hidden], params[3 * n_hidden + 1]
+        e = torch.addmm(b_o, x, w_o).squeeze(1)
+        a = w_o.t().expand(d.shape[0], -1)
+        avals, deltas = [], []
+        for l in range(n_hidden - 1, -1, -1):
+            res, use_idt = kinds[l]
+            w, idt = params[3 * l], params[3 * l + 2]
+            scale = ds[l] * idt if use_idt else ds[l]
+            delta = a * scale
+            skip = _res_t(a, res, w.shape[0])
+            a_prev = torch.mm(delta, w.t()) if skip is None else torch.addmm(skip, delta, w.t())
+            avals.append(a)
+            deltas.append(delta)
+            a = a_prev
+        avals.reverse()
+        deltas.reverse()
+        ctx.kinds = kinds
+        ctx.save_for_backward(*xs, *hs, *ds, *avals, *deltas, *params)
+        return e, a
+
+    @staticmethod
+    def backward(ctx, ebar, abar):
+        kinds = ctx.kinds
+        L = len(kinds)
+        saved = ctx.saved_tensors
+        xs, hs, ds = saved[:L + 1], saved[L + 1:2 * L + 1], saved[2 * L + 1:3 * L + 1]
+        avals, deltas = saved[3 * L + 1:4 * L + 1], saved[4 * L + 1:5 * L + 1]
+        params = saved[5 * L + 1:]
+        grads = [None] * len(params)
+        w_o = params[3 * L]
+        n = xs[0].shape[0]
+        wgrad = [torch.zeros_like(params[3 * l]) for l in range(L)]
+        idt_grad = [None] * L
+        hbar_rev = [None] * L
+        w_o_grad = torch.zeros_like(w_o)
+        if abar is not None:                               # adjoint of the reverse sweep
+            ab = abar
+            for l in range(L):
+                res, use_idt = kinds[l]
+                w, idt = params[3 * l], params[3 * l + 2]
+                dbar = torch.mm(ab, w)                      # δ̄_l
+                wgrad[l].addmm_(ab.t(), deltas[l])
+                nxt = _res(ab, res, w.shape[1])
+                sd = ds[l] * idt if use_idt else ds[l]
+                nxt = dbar * sd if nxt is None else torch.addcmul(nxt, dbar, sd)
+                da = dbar * avals[l]
+                if use_idt:
+                    idt_grad[l] = (da * ds[l]).sum(0)
+                    da = da * idt
+                hbar_rev[l] = da.mul_(hs[l]).mul_(-2.0)
+                ab = nxt
+            w_o_grad += ab.sum(0).unsqueeze(1)
+        if ebar is None:
+            ebar = torch.zeros(n, dtype=w_o.dtype, device=w_o.device)
+        xbar = ebar.unsqueeze(1) * w_o.t()                  # adjoint of the forward sweep
+        w_o_grad.addmm_(xs[L].t(), ebar.unsqueeze(1))
+        grads[3 * L], grads[3 * L + 1] = w_o_grad, ebar.sum().reshape(1)
+        for l in range(L - 1, -1, -1):
+            res, use_idt = kinds[l]
+            w, idt = params[3 * l], params[3 * l + 2]
+            hbar = xbar * idt if use_idt else xbar
+            if use_idt:
+                g_idt = (xbar * hs[l]).sum(0)
+                idt_grad[l] = g_idt if idt_grad[l] is None else idt_grad[l] + g_idt
+            if hbar_rev[l] is not None:
+                hbar = hbar + hbar_rev[l]
+            zbar = hbar * ds[l]
+            wgrad[l].addmm_(xs[l].t(), zbar)
+            grads[3 * l], grads[3 * l + 1] = wgrad[l], zbar.sum(0)
+            grads[3 * l + 2] = idt_grad[l] if use_idt else None
+            skip = _res_t(xbar, res, w.shape[0])
+            xbar = torch.mm(zbar, w.t()) if skip is None else torch.addmm(skip, zbar, w.t())
+        return (xbar, None, *grads)
