@@ -132,6 +132,13 @@ def test_frozen_model_equals_checkpoint(small_data, tmp_path):
         energies = [float(predict(trainer.net, trainer.valid_caches[0].batch([k]),
                                   forces=False)["energy"][0]) for k in range(2)]
     np.testing.assert_allclose(e_out[:, 1], energies, rtol=1e-13)
+    from dpengine_tools.train.trainer import Trainer
+    for init in (tmp_path / "m.pt", tmp_path / "model.ckpt.pt"):      # --init-model
+        started = Trainer(copy.deepcopy(cfg), tmp_path / "init", init_model=init,
+                          progress=False, log=lambda m: None)
+        for (name, a), b in zip(trainer.net.state_dict().items(),
+                                started.net.state_dict().values()):
+            assert torch.equal(a, b), name
 
 
 @pytest.mark.parametrize("fit_act", ["tanh", "gelu"])
