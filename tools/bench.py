@@ -5,7 +5,7 @@ Measures, in one run on one machine:
   µs/step/atom and ns/day (dt = 0.5 fs) for the 192-atom water box replicated r×r×r,
   float64 and float32, uncompressed and compressed;
 - DeePMD-kit's Python inference ``DeepPot.eval`` on the same model (the fixture
-  frozen_model.pth, which inputs/water/water.pt was imported from), when a Python with
+  frozen_model.pth, imported with ``import_deepmd`` for dpengine), when a Python with
   deepmd-kit is given (``--deepmd-python``; ../shared/bench/install-deepmd-kit.sh makes one);
 - the machine's float64 matrix-multiply rate (torch, 2048³) and the fraction of it that
   the model's FLOPs per step reach;
@@ -149,9 +149,15 @@ def main():
     from dpengine.model.compress import compress_model
     from dpengine.model.io import read_metadata
     init_taichi(args.device)
-    model = REPO / "inputs" / "water" / "water.pt"
-    meta = read_metadata(model)
     tmp = Path(tempfile.mkdtemp())
+    # the very model DeePMD-kit runs, imported; the shipped model has the same architecture
+    fixture = SHARED / "fixtures" / "deepmd_se_e2_a" / "frozen_model.pth"
+    if fixture.is_file():
+        from dpengine.model.import_deepmd import import_deepmd
+        model = import_deepmd(fixture, tmp / "water.pt")
+    else:
+        model = REPO / "inputs" / "water" / "water.pt"
+    meta = read_metadata(model)
     compressed = compress_model(model, tmp / "water-c.pt")
     gemm = gemm_rate(device=args.device)
     flops = model_flops_per_atom(meta)
