@@ -2,7 +2,7 @@
 
 Usage (DeePMD-kit from ../shared/bench/install-deepmd-kit.sh /tmp/venv-deepmd):
 
-    python tools/bench_train.py [--deepmd-venv /tmp/venv-deepmd] [--steps 60] [--budget 600]
+    python tools/bench_train.py [--deepmd-venv /tmp/venv-deepmd] [--steps 100] [--budget 600]
                                 [--threads 1] [--workdir /tmp/bench_train] [--sequential]
 
 Both programs train DeePMD-kit's water example (se_e2_a, float64, sel [46, 92], rcut 6 Å,
@@ -17,10 +17,11 @@ same hyper-parameters (``../shared/fixtures/deepmd_se_e2_a/input.json`` and its 
    one's first display interval (warm-up), without the set-up (statistics, geometry
    cache). Periodic validation (one batch every steps/20) is included for both. The
    programs' own averages are recorded too.
-2. Equal wall clock: each program trains for ``--budget`` seconds of training loop — its
-   step count is the budget divided by its measured time per step, and its learning rate
-   decays over those steps — then the frozen model is tested on all 80 frames of data_3
-   with the program's own ``test`` command (energy and force RMSE).
+2. Equal wall clock: each program trains for about ``--budget`` seconds of training loop —
+   its step count is the budget divided by its time per step from part 1, and its
+   learning rate decays over those steps — then the frozen model is tested on all 80
+   frames of data_3 with the program's own ``test`` command (energy and force RMSE). The
+   loop times actually taken are reported (the machine's load changes between parts).
 
 By default the two programs run at the same time (each with ``--threads`` threads), so
 that they share whatever load the machine has; ``--sequential`` runs one after the other.
