@@ -334,3 +334,26 @@ def test_learning_rate_and_prefactors():
     assert batch_size_for("auto", 192, 80) == 1 and batch_size_for("auto", 6, 80) == 6
     assert batch_size_for("auto:100", 30, 2) == 2 and batch_size_for(4, 192, 80) == 4
     assert math.isclose(stats.auto_sel([35, 67])[0], 40) and stats.auto_sel([35, 67])[1] == 76
+
+
+def test_virial_training_and_test(small_data, tmp_path):
+    """Data with virial.npy: the virial term enters the loss and lcurve, and `dpengine test`
+    reports the virial errors and writes PREFIX.v.out."""
+    from dpengine_tools.train.freeze import freeze
+    from dpengine_tools.train.test import run_test
+    tmp, train, valid = small_data
+    sys_v = Path(shutil.copytree(train[0], tmp_path / "with_virial"))
+    rng = np.random.default_rng(1)
+    np.save(sys_v / "set.000" / "virial.npy", rng.normal(0, 5, size=(4, 9)))
+    cfg = tiny_config(tmp, [sys_v], [sys_v], steps=2, display_interval=1)
+    cfg["loss"].update(start_pref_v=1.0, limit_pref_v=1.0)
+    trainer = run_trainer(cfg, tmp_path / "out")
+    assert trainer.use_virial
+    header = (tmp_path / "out" / "lcurve.out").read_text().splitlines()[0]
+    assert "rmse_v_val" in header and "rmse_v_trn" in header
+    freeze(tmp_path / "out" / "model.ckpt.pt", tmp_path / "m.pt")
+    lines = []
+    result = run_test(tmp_path / "m.pt", [sys_v], detail=str(tmp_path / "d"), out=lines.append)
+    assert any(l.startswith("Virial RMSE") for l in lines)
+    assert np.loadtxt(tmp_path / "d.v.out").shape == (4, 18)
+    assert result["average"]["v_rmse"] > 0
