@@ -484,6 +484,23 @@ def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any],
     return done
 
 
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse the TOML file ``path``; unreadable or invalid files raise a one-line ConfigError."""
+    origin = str(path)
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{origin}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{origin}: is a folder, not a TOML file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{origin}: not valid UTF-8 text ({exc.reason} at byte "
+                          f"{exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{origin}: TOML syntax error: {exc}") from None
+
+
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Any:
     """Read, validate and complete the TOML input file ``path``.
 
@@ -494,18 +511,7 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     """
     path = Path(path)
     origin = str(path)
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{origin}: file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{origin}: is a folder, not a TOML file") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{origin}: not valid UTF-8 text ({exc.reason} at byte "
-                          f"{exc.start})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{origin}: TOML syntax error: {exc}") from None
+    data = read_toml(path)
     overridden = _apply_overrides(data, overrides or {}, origin)
 
     for name, value in data.items():

@@ -30,11 +30,10 @@ import difflib
 import math
 import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from dpengine.config import ConfigError
+from dpengine.config import ConfigError, read_toml
 
 REQUIRED = object()
 
@@ -237,13 +236,4 @@ def parse_config(data: dict, origin: str = "<input>", base: Path | None = None) 
 def load_config(path: str | os.PathLike) -> dict:
     """Read and validate the training TOML file ``path`` (see the module docstring)."""
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, not a TOML file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
-    return parse_config(data, str(path), path.absolute().parent)
+    return parse_config(read_toml(path), str(path), path.absolute().parent)
