@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from dpengine import units
-from dpengine.config import ConfigError, load_config
+from dpengine.config import load_config
 from dpengine.integrators import from_config, kinetic_energy, pressure, temperature
 from dpengine.state import State
 from dpengine.structure import StructureError, masses_for, maxwell_boltzmann, read_structure

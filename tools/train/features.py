@@ -144,7 +144,6 @@ class GeometryCache:
         jac = self.deriv / std_i.unsqueeze(-1)
         raw_j = self.slot_j.to(torch.int64)
         own = torch.arange(n, device=dev).view(1, n, 1).expand_as(raw_j)
-        nbr = torch.where(raw_j >= 0, raw_j, own)
         parts_s, parts_r, parts_j, parts_n, parts_x, blocks = [], [], [], [], [], []
         start, col = 0, 0
         for t, w in enumerate(self.widths):
