@@ -143,6 +143,7 @@ class GeometryCache:
         rhat = (self.env - avg_i) / std_i
         jac = self.deriv / std_i.unsqueeze(-1)
         raw_j = self.slot_j.to(torch.int64)
+        own = torch.arange(n, device=dev).view(1, n, 1).expand_as(raw_j)
         parts_s, parts_r, parts_j, parts_n, parts_x, blocks = [], [], [], [], [], []
         start, col = 0, 0
         for t, w in enumerate(self.widths):
