@@ -220,7 +220,8 @@ class _Tabulated(torch.autograd.Function):
         outside = table["_outside"]
         outside.zero_()
         tabulated_forward(env_hat, types, slot_block, coeffs, table["lo"], table["step"],
-                          ntypes_of(coeffs, one_side), int(one_side), t_mat, outside)
+                          ntypes_of(coeffs, one_side), int(one_side), t_mat, outside,
+                          env_hat.device.type == "cpu")
         ctx.save_for_backward(env_hat, types, slot_block)
         ctx.table, ctx.one_side = table, one_side
         return t_mat

@@ -37,10 +37,35 @@ def _net_of(i: ti.i32, s: ti.i32, slot_block: ti.template(), types: ti.template(
 def tabulated_forward(env_hat: ti.types.ndarray(ndim=3), types: ti.types.ndarray(ndim=1),
                       slot_block: ti.types.ndarray(ndim=1), coeffs: ti.types.ndarray(ndim=4),
                       lo: ti.f64, step: ti.f64, ntypes: ti.i32, type_one_side: ti.i32,
-                      t_mat: ti.types.ndarray(ndim=3), outside: ti.types.ndarray(ndim=1)):
-    """t_mat [N, 4, M] = Σ_s R̂ᵀ G (not yet divided by nnei); outside[0] += slots off the table."""
+                      t_mat: ti.types.ndarray(ndim=3), outside: ti.types.ndarray(ndim=1),
+                      per_atom: ti.template()):
+    """t_mat [N, 4, M] = Σ_s R̂ᵀ G (not yet divided by nnei); outside[0] += slots off the table.
+
+    ``per_atom`` (CPU): one thread per atom, the channel loop innermost, so each slot reads
+    one contiguous table row; otherwise (GPU) one thread per (atom, channel), whose
+    neighbouring threads read neighbouring channels of the same row.
+    """
     n_int = coeffs.shape[1]
-    for i, m in ti.ndrange(env_hat.shape[0], t_mat.shape[2]):
+    if ti.static(per_atom):
+        for i in range(env_hat.shape[0]):
+            for c, m in ti.ndrange(4, t_mat.shape[2]):
+                t_mat[i, c, m] = 0.0
+            n_out = 0
+            for s in range(env_hat.shape[1]):
+                x = ti.cast(env_hat[i, s, 0], ti.f64)
+                q, t, inside = _interval(x, lo, step, n_int)
+                n_out += 1 - inside
+                k = _net_of(i, s, slot_block, types, ntypes, type_one_side)
+                r = ti.Vector([ti.cast(env_hat[i, s, c], ti.f64) for c in range(4)])
+                for m in range(t_mat.shape[2]):
+                    g = coeffs[k, q, m, 5]
+                    for p in ti.static(range(4, -1, -1)):
+                        g = g * t + coeffs[k, q, m, p]
+                    for c in ti.static(range(4)):
+                        t_mat[i, c, m] += r[c] * g
+            if n_out > 0:
+                ti.atomic_add(outside[0], n_out)
+    for i, m in ti.ndrange(env_hat.shape[0], 0 if ti.static(per_atom) else t_mat.shape[2]):
         acc = ti.Vector([0.0, 0.0, 0.0, 0.0], ti.f64)
         n_out = 0
         for s in range(env_hat.shape[1]):
