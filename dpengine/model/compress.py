@@ -11,8 +11,8 @@ continuous. With y, y', y'' at the left knot and Δ = y₁ − y₀ − y₀'h �
 
 The range covers every normalised input the model can see: from an empty slot or a
 neighbour at the cutoff (s = 0, x = −davg/dstd) up to a neighbour at ``min_distance``
-(s = 1/r_min). Inputs outside it are detected at run time and that force call falls back
-to the network (exact).
+(s = 1/r_min), with r_min = 0.6 × the closest distance in the training data. Inputs outside
+it are detected at run time and that force call falls back to the network (exact).
 """
 import io
 from pathlib import Path
@@ -21,6 +21,10 @@ import numpy as np
 import torch
 
 from dpengine.model.io import HYPER_KEYS, eager_copy, load_network, read_metadata, save_model
+
+
+#: The table reaches neighbours at this fraction of the model's minimum distance.
+EXTRAPOLATE = 0.6
 
 
 def table_range(net, min_distance: float) -> tuple[float, float]:
@@ -110,9 +114,10 @@ def compress_model(source, output, step: float = 0.01, min_distance: float | Non
     if net is None:
         raise ValueError(f"{source}: written by another dpengine version; re-freeze or re-import it")
     hyper = {k: meta[k] for k in HYPER_KEYS}
-    lo, hi = table_range(net, float(min_distance))
-    margin = 0.05 * (hi - lo)
-    lo, hi = lo - step, hi + margin
+    # MD compresses bonds below the closest distance of the training data: tabulate down
+    # to EXTRAPOLATE × r_min (water: 0.53 Å) so hot dynamics stays on the table
+    lo, hi = table_range(net, EXTRAPOLATE * float(min_distance))
+    lo, hi = lo - step, hi + step
     coeffs = tabulate(net, lo, hi, step)
     buf = io.BytesIO()
     np.save(buf, coeffs)
