@@ -25,6 +25,15 @@ def _interval(x: ti.f64, lo: ti.f64, step: ti.f64, n_int: ti.i32):
 
 
 @ti.func
+def _table_value(coeffs: ti.template(), k: ti.i32, q: ti.i32, m: ti.i32, t: ti.f64) -> ti.f64:
+    """G_m(x) = Σ_p c_p t^p of net k, interval q (Horner)."""
+    g = coeffs[k, q, m, 5]
+    for p in ti.static(range(4, -1, -1)):
+        g = g * t + coeffs[k, q, m, p]
+    return g
+
+
+@ti.func
 def _net_of(i: ti.i32, s: ti.i32, slot_block: ti.template(), types: ti.template(),
             ntypes: ti.i32, type_one_side: ti.i32) -> ti.i32:
     k = slot_block[s]
@@ -58,30 +67,27 @@ def tabulated_forward(env_hat: ti.types.ndarray(ndim=3), types: ti.types.ndarray
                 k = _net_of(i, s, slot_block, types, ntypes, type_one_side)
                 r = ti.Vector([ti.cast(env_hat[i, s, c], ti.f64) for c in range(4)])
                 for m in range(t_mat.shape[2]):
-                    g = coeffs[k, q, m, 5]
-                    for p in ti.static(range(4, -1, -1)):
-                        g = g * t + coeffs[k, q, m, p]
+                    g = _table_value(coeffs, k, q, m, t)
                     for c in ti.static(range(4)):
                         t_mat[i, c, m] += r[c] * g
             if n_out > 0:
                 ti.atomic_add(outside[0], n_out)
-    for i, m in ti.ndrange(env_hat.shape[0], 0 if ti.static(per_atom) else t_mat.shape[2]):
-        acc = ti.Vector([0.0, 0.0, 0.0, 0.0], ti.f64)
-        n_out = 0
-        for s in range(env_hat.shape[1]):
-            x = ti.cast(env_hat[i, s, 0], ti.f64)
-            q, t, inside = _interval(x, lo, step, n_int)
-            n_out += 1 - inside
-            k = _net_of(i, s, slot_block, types, ntypes, type_one_side)
-            g = coeffs[k, q, m, 5]
-            for p in ti.static(range(4, -1, -1)):
-                g = g * t + coeffs[k, q, m, p]
+    else:
+        for i, m in ti.ndrange(env_hat.shape[0], t_mat.shape[2]):
+            acc = ti.Vector([0.0, 0.0, 0.0, 0.0], ti.f64)
+            n_out = 0
+            for s in range(env_hat.shape[1]):
+                x = ti.cast(env_hat[i, s, 0], ti.f64)
+                q, t, inside = _interval(x, lo, step, n_int)
+                n_out += 1 - inside
+                k = _net_of(i, s, slot_block, types, ntypes, type_one_side)
+                g = _table_value(coeffs, k, q, m, t)
+                for c in ti.static(range(4)):
+                    acc[c] += ti.cast(env_hat[i, s, c], ti.f64) * g
             for c in ti.static(range(4)):
-                acc[c] += ti.cast(env_hat[i, s, c], ti.f64) * g
-        for c in ti.static(range(4)):
-            t_mat[i, c, m] = acc[c]
-        if m == 0 and n_out > 0:
-            ti.atomic_add(outside[0], n_out)
+                t_mat[i, c, m] = acc[c]
+            if m == 0 and n_out > 0:
+                ti.atomic_add(outside[0], n_out)
 
 
 @ti.kernel

@@ -32,25 +32,17 @@ from dataclasses import dataclass
 
 import torch
 
-from .fitting import FittingWithGrad, fitting_kinds, fitting_params
+from .fitting import (_DOUBLE as _RES_DOUBLE, _EQUAL as _RES_EQUAL, FittingWithGrad,
+                      fitting_kinds, fitting_params, tanh_layer_kinds)
 
-_RES_NONE, _RES_EQUAL, _RES_DOUBLE = 0, 1, 2
 
 
 def _layer_kinds(mlp) -> tuple[tuple[int, bool], ...]:
     """(residual kind, uses idt) of each layer of an embedding ``MLP`` (tanh layers only)."""
-    kinds = []
-    for layer in mlp.layers:
-        if layer.activation != "tanh":
-            raise NotImplementedError("fast path needs tanh embedding layers")
-        n_in, n_out = layer.matrix.shape
-        res = _RES_NONE
-        if layer.resnet and n_in == n_out:
-            res = _RES_EQUAL
-        elif layer.resnet and 2 * n_in == n_out:
-            res = _RES_DOUBLE
-        kinds.append((res, bool(layer.use_idt)))
-    return tuple(kinds)
+    kinds = tanh_layer_kinds(mlp.layers)
+    if kinds is None:
+        raise NotImplementedError("fast path needs tanh embedding layers")
+    return kinds
 
 
 class EmbeddingTangent(torch.autograd.Function):

@@ -27,14 +27,10 @@ import torch
 _NONE, _EQUAL, _DOUBLE = 0, 1, 2
 
 
-def fitting_kinds(mlp) -> tuple[tuple[int, bool], ...] | None:
-    """(residual kind, uses idt) per hidden layer, or None if the fast path does not apply
-    (a non-tanh hidden layer, or an output layer that is not linear)."""
-    layers = list(mlp.layers)
-    if layers[-1].activation != "linear" or layers[-1].resnet or layers[-1].use_idt:
-        return None
+def tanh_layer_kinds(layers) -> tuple[tuple[int, bool], ...] | None:
+    """(residual kind, uses idt) of each layer, or None if one of them is not a tanh layer."""
     kinds = []
-    for layer in layers[:-1]:
+    for layer in layers:
         if layer.activation != "tanh":
             return None
         n_in, n_out = layer.matrix.shape
@@ -45,6 +41,15 @@ def fitting_kinds(mlp) -> tuple[tuple[int, bool], ...] | None:
             res = _DOUBLE
         kinds.append((res, bool(layer.use_idt)))
     return tuple(kinds)
+
+
+def fitting_kinds(mlp) -> tuple[tuple[int, bool], ...] | None:
+    """(residual kind, uses idt) per hidden layer, or None if the fast path does not apply
+    (a non-tanh hidden layer, or an output layer that is not linear)."""
+    layers = list(mlp.layers)
+    if layers[-1].activation != "linear" or layers[-1].resnet or layers[-1].use_idt:
+        return None
+    return tanh_layer_kinds(layers[:-1])
 
 
 def fitting_params(mlp) -> list[torch.Tensor]:
