@@ -11,6 +11,9 @@ import os
 # force call 6× slower on a busy 2-core machine). Passive waiting must be chosen before the
 # OpenMP runtime loads, i.e. before torch is imported; an explicit user setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Taichi prints a banner to standard output on import; keep stdout for data (`--json`
+# analyses, piped tables). ENABLE_TAICHI_HEADER_PRINT=1 brings it back.
+os.environ.setdefault("ENABLE_TAICHI_HEADER_PRINT", "False")
 
 __version__ = "0.1.0"
 __all__ = ["load_model", "__version__"]

@@ -6,7 +6,9 @@ re-initialises (which invalidates compiled kernels, so the engine asks once per 
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 
 import taichi as ti
 
@@ -30,6 +32,7 @@ def init_taichi(device: str = "cpu", threads: int | None = None) -> str:
     else:
         n = threads or int(os.environ.get("DPENGINE_THREADS", "0")) or (os.cpu_count() or 1)
         kwargs.update(arch=ti.cpu, cpu_max_num_threads=n)
-    ti.init(**kwargs)
+    with contextlib.redirect_stdout(sys.stderr):     # its "Starting on arch" line
+        ti.init(**kwargs)
     _ACTIVE["arch"] = want
     return want

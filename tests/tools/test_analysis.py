@@ -318,6 +318,18 @@ def test_every_analysis_writes_a_table_a_plot_and_json(water_run, tmp_path, caps
     assert set(json.loads(out)["columns"]) == {"temp", "etotal"}
 
 
+def test_json_is_all_of_stdout_in_a_fresh_process(water_run, tmp_path):
+    """Scripts pipe `--json` into a parser: no Taichi banner or progress text on stdout."""
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "dpengine", "analyze", "density",
+                           str(water_run / "out" / "traj.nc"), "--input",
+                           str(water_run / "run.toml"), "-o", str(tmp_path), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["analysis"] == "density"
+
+
 # --------------------------------------------------------------------------- bad input
 def test_bad_input_gives_clear_errors(water_run, tmp_path, capsys):
     toml = str(water_run / "run.toml")

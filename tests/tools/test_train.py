@@ -110,6 +110,15 @@ def test_frozen_model_equals_checkpoint(small_data, tmp_path):
     meta = read_metadata(tmp_path / "m.pt")
     assert meta["type_map"] == ["O", "H"] and meta["sel"] == [16, 32] and meta["rcut"] == 4.0
     assert meta["training_input"]["training"]["steps"] == 3 and meta["precision"] == "float64"
+    # closest pair distance of the training frames (minimum image, brute force; cubic boxes)
+    closest = np.inf
+    for system in trainer.train_systems:
+        for x, box in zip(system.coords, system.boxes):
+            d = x[:, None] - x[None]
+            d -= np.round(d / np.diag(box)) * np.diag(box)
+            r = np.linalg.norm(d, axis=-1)
+            closest = min(closest, r[~np.eye(len(x), dtype=bool)].min())
+    assert meta["min_nbor_dist"] == pytest.approx(closest, rel=1e-12)
     model = dpengine.load_model(tmp_path / "m.pt")
     net, _ = load_network(tmp_path / "m.pt")
     system = trainer.valid_systems[0]

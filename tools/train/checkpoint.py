@@ -3,7 +3,8 @@
 Contents (a dict): ``format``, ``step`` (steps done), ``config`` (the validated training
 input), ``sel``, ``model`` (the ``DeepPotSE`` state dict: weights, davg, dstd, energy
 bias), ``optimizer`` (Adam state), ``sampler`` (frame-sampling generator and orders),
-``validation_sampler``, ``torch_rng``, ``dpengine_version``. Files are
+``validation_sampler``, ``torch_rng``, ``min_nbor_dist`` (closest neighbour distance of
+the training data, Å), ``dpengine_version``. Files are
 ``PREFIX-STEP.pt``; ``PREFIX.pt`` is a link to (or copy of) the newest; the oldest are
 deleted beyond ``max_checkpoints``.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 import torch
@@ -53,6 +55,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if _is_torchscript(path):
+        raise ValueError(f"{path}: a TorchScript model file, not a dpengine training checkpoint")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
@@ -60,3 +64,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path}: not a dpengine training checkpoint (expected format {FORMAT})")
     return state
+
+
+def _is_torchscript(path: Path) -> bool:
+    """True for a TorchScript archive (it holds ``code/``; a ``torch.save`` file does not)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.split("/", 2)[1:2] == ["code"] for name in archive.namelist())

@@ -117,6 +117,10 @@ class GeometryCache:
         self.rij = torch.stack(rij)                                              # [F, N, S, 3]
         self.env = torch.stack(env)                                              # [F, N, S, 4]
         self.deriv = provider.derivative(self.slot_j, self.rij)                   # [F, N, S, 4, 3]
+        filled = self.slot_j >= 0
+        # closest neighbour distance (Å) of all frames: compression tabulates down to it
+        self.min_distance = (float(self.rij.norm(dim=-1)[filled].min()) if bool(filled.any())
+                             else float("inf"))
         self.n_frames, self.n_atoms = f, n
         self.tensors: dict | None = None
 

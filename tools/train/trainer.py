@@ -294,6 +294,7 @@ class Trainer:
         """Write a checkpoint of the current step."""
         tr = self.cfg["training"]
         state = dict(config=self.cfg, sel=self.sel, model=self.net.state_dict(),
+                     min_nbor_dist=min(c.min_distance for c in self.train_caches),
                      optimizer=self.optimizer.state_dict(), sampler=self.sampler.state(),
                      validation_sampler=self.valid_sampler.state(), torch_rng=torch.get_rng_state())
         return ckpt.save_checkpoint(state, self.out, tr["checkpoint"], self.step,
