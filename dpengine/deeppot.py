@@ -16,6 +16,7 @@ from dpengine.model.io import eager_copy, load_network
 from dpengine.potential import PotentialResult
 
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
+CPU_CHUNK_ROWS = 32768   # neighbour rows per pass through the uncompressed networks (CPU)
 
 
 class DeepPotential:
@@ -138,22 +139,45 @@ class DeepPotential:
         forces = self._buffer("forces", (n, 3), torch.float64)
         pair_grad = self._buffer("pair_grad", (n, width, 3), torch.float64)
         atom_virial = self._buffer("atom_virial", (n, 3, 3), torch.float64)
-        env_in = env.detach().to(self.dtype).requires_grad_(True)
         types64 = types.to(torch.int64)
-        with torch.enable_grad():
-            e_atom = None
-            if self.table is not None:
-                e_atom = self._compressed_energy(env_in, types64, widths)
-            if e_atom is None:
-                e_atom = (self.net.forward_compact(env_in, types64, widths) if self._has_compact
-                          else self.net(env_in, types64))
-            energy = e_atom.sum()
-            (grad,) = torch.autograd.grad(energy, env_in)
+        # The networks of atom i see only its own rows, so atoms can go through them in
+        # chunks: on the CPU the uncompressed embedding nets' activations of ≤ 32k rows stay
+        # in cache (one 12,288-atom block would stream GBs through memory), which keeps
+        # the cost per atom flat. Same arithmetic per atom, any chunking.
+        chunk = n
+        if self.table is None and self.device.type == "cpu":
+            n_chunks = -(-(n * width) // CPU_CHUNK_ROWS)
+            chunk = max(1, -(-n // max(n_chunks, 1)))           # balanced chunks
+        e_parts, grad = [], None
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            env_in = env[lo:hi].detach().to(self.dtype).requires_grad_(True)
+            with torch.enable_grad():
+                e_chunk = self._atom_energies(env_in, types64[lo:hi], widths)
+                (g,) = torch.autograd.grad(e_chunk.sum(), env_in)
+            if hi - lo == n:
+                grad = g
+            else:
+                if grad is None:
+                    grad = self._buffer("env_grad", (n, width, 4), self.dtype)
+                grad[lo:hi] = g
+            e_parts.append(e_chunk.detach())
+        e_atom = e_parts[0] if len(e_parts) == 1 else torch.cat(e_parts)
         assemble_forces(slot_j, slot_rij, grad.contiguous(), self.cutoff, self.rcut_smth,
                         pair_grad, forces, atom_virial, self.device.type == "cpu")
-        return PotentialResult(energy.detach().to(torch.float64), forces.clone(),
+        return PotentialResult(e_atom.sum().to(torch.float64), forces.clone(),
                                atom_virial.sum(dim=0),
-                               e_atom.detach().to(torch.float64) if atom_energy else None)
+                               e_atom.to(torch.float64) if atom_energy else None)
+
+    def _atom_energies(self, env, types, widths):
+        """Atomic energies [n] (model precision) of rows env [n, Σ widths, 4], differentiable."""
+        if self.table is not None:
+            e_atom = self._compressed_energy(env, types, widths)
+            if e_atom is not None:
+                return e_atom
+        if self._has_compact:
+            return self.net.forward_compact(env, types, widths)
+        return self.net(env, types)
 
     def _compressed_energy(self, env, types, widths):
         """Atomic energies with the tabulated embedding (None if an input is off the table)."""

@@ -51,6 +51,22 @@ def test_float32_close_to_float64(water_model, reference, device):
     assert _rel(e32["virial"], e64["virial"]) < 1e-3
 
 
+@pytest.mark.parametrize("rows", [4000, 1000])
+def test_cpu_atom_chunks_match_deepmd(water_model, reference, monkeypatch, rows):
+    """The CPU runs the networks over atoms in chunks of ≤ CPU_CHUNK_ROWS neighbour rows
+    (here forced to 6 or 26 chunks of the 192-atom frame): the same numbers as DeePMD-kit."""
+    import dpengine.deeppot as deeppot
+    monkeypatch.setattr(deeppot, "CPU_CHUNK_ROWS", rows)
+    model = dpengine.load_model(water_model, device="cpu")
+    for frame in (0, 3):
+        out = model.evaluate(reference["coord"][frame].reshape(-1, 3),
+                             reference["box"][frame].reshape(3, 3), reference["atype"])
+        assert abs(out["energy"] - reference["energy"][frame]) / abs(reference["energy"][frame]) < 1e-10
+        assert _rel(out["forces"], reference["force"][frame]) < 1e-10
+        assert _rel(out["virial"].reshape(9), reference["virial"][frame]) < 1e-10
+        assert _rel(out["atom_energy"], reference["atom_energy"][frame]) < 1e-10
+
+
 @pytest.mark.parametrize("type_one_side, slot_stats", [(False, "uniform"), (True, "per-slot")])
 def test_random_model_matches_reference(tmp_path, device, type_one_side, slot_stats):
     """Taichi path == reference path for per-(centre, neighbour)-type embeddings, and for
