@@ -119,6 +119,11 @@ def test_frozen_model_equals_checkpoint(small_data, tmp_path):
             r = np.linalg.norm(d, axis=-1)
             closest = min(closest, r[~np.eye(len(x), dtype=bool)].min())
     assert meta["min_nbor_dist"] == pytest.approx(closest, rel=1e-12)
+    state = torch.load(tmp_path / "model.ckpt.pt", weights_only=False)
+    del state["min_nbor_dist"]                  # a checkpoint of an earlier dpengine
+    torch.save(state, tmp_path / "old.ckpt.pt")
+    assert main(["freeze", str(tmp_path / "old.ckpt.pt"), "-o", str(tmp_path / "old.pt")]) == 0
+    assert read_metadata(tmp_path / "old.pt")["min_nbor_dist"] == pytest.approx(closest, rel=1e-12)
     model = dpengine.load_model(tmp_path / "m.pt")
     net, _ = load_network(tmp_path / "m.pt")
     system = trainer.valid_systems[0]

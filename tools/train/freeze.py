@@ -32,6 +32,24 @@ def freeze(checkpoint: str | os.PathLike, output: str | os.PathLike) -> Path:
     net, state = network_from_checkpoint(checkpoint)
     extra = dict(source="dpengine train", training_steps=int(state["step"]),
                  training_input=state["config"])
-    if state.get("min_nbor_dist") is not None:  # closest distance in the training data, Å
-        extra["min_nbor_dist"] = float(state["min_nbor_dist"])
+    min_dist = state.get("min_nbor_dist")       # closest distance in the training data, Å
+    if min_dist is None:                        # checkpoints of dpengine before it recorded it
+        min_dist = _closest_training_distance(state["config"])
+    if min_dist is not None:
+        extra["min_nbor_dist"] = float(min_dist)
     return save_model(net, output, extra=extra)
+
+
+def _closest_training_distance(config: dict) -> float | None:
+    """The closest pair distance (Å) in the training systems named by ``config``, or None
+    when they cannot be read any more."""
+    from .data import load_systems
+    from .stats import neighbor_statistics
+
+    model = config["model"]
+    try:
+        systems = load_systems(config["data"]["train"], model["type_map"])
+    except (OSError, ValueError):
+        return None
+    _, closest = neighbor_statistics(systems, model["descriptor"]["rcut"], len(model["type_map"]))
+    return closest if closest < float("inf") else None

@@ -92,10 +92,12 @@ def auto_sel(max_counts, ratio: float = 1.1) -> list[int]:
     return [int(4 * math.ceil(math.ceil(c * ratio) / 4)) for c in max_counts]
 
 
-def max_neighbor_counts(systems, rcut: float, ntypes: int, device: str = "cpu") -> np.ndarray:
-    """Largest number of neighbours of each type within ``rcut`` of any atom, over all frames.
+def neighbor_statistics(systems, rcut: float, ntypes: int,
+                        device: str = "cpu") -> tuple[np.ndarray, float]:
+    """(largest number of neighbours of each type within ``rcut`` of any atom, int64
+    [ntypes]; closest distance between two atoms, Å), over all frames of ``systems``.
 
-    Uses the engine's cell-list ``NeighborList`` (Taichi). int64 [ntypes].
+    Uses the engine's cell-list ``NeighborList`` (Taichi).
     """
     import torch
 
@@ -103,6 +105,7 @@ def max_neighbor_counts(systems, rcut: float, ntypes: int, device: str = "cpu") 
 
     nlist = NeighborList(rcut, skin=0.0, device=device)
     best = np.zeros(ntypes, dtype=np.int64)
+    closest = np.inf
     for system in systems:
         types = torch.as_tensor(system.types, device=device)
         for f in range(system.n_frames):
@@ -111,7 +114,9 @@ def max_neighbor_counts(systems, rcut: float, ntypes: int, device: str = "cpu") 
             nlist.update(pos, box, force=True)
             r = torch.linalg.vector_norm(nlist.displacements(pos, box), dim=-1)
             inside = (nlist.neighbors >= 0) & (r < rcut)
+            if bool(inside.any()):
+                closest = min(closest, float(r[inside].min()))
             j_types = types[nlist.neighbors.long().clamp_min(0)]
             for t in range(ntypes):
                 best[t] = max(best[t], int((inside & (j_types == t)).sum(1).max()))
-    return best
+    return best, closest

@@ -30,7 +30,7 @@ from .features import EnvironmentProvider, GeometryCache
 from .fastpath import predict
 from .model import DTYPES, block_uniform, build_network, init_parameters
 from .schedule import LearningRate, Sampler, batch_size_for, energy_force_loss, has_term
-from .stats import EnvStat, auto_sel, energy_bias, max_neighbor_counts
+from .stats import EnvStat, auto_sel, energy_bias, neighbor_statistics
 
 
 def _keep_freed_memory() -> None:
@@ -143,8 +143,9 @@ class Trainer:
         if not isinstance(sel, str):
             return list(sel)
         ratio = float(sel.split(":")[1]) if ":" in sel else 1.1
-        counts = max_neighbor_counts(self.train_systems, self.cfg["model"]["descriptor"]["rcut"],
-                                     len(self.cfg["model"]["type_map"]))
+        counts, _ = neighbor_statistics(self.train_systems,
+                                        self.cfg["model"]["descriptor"]["rcut"],
+                                        len(self.cfg["model"]["type_map"]))
         chosen = auto_sel(counts, ratio)
         self.log(f"sel = {sel}: largest neighbour counts {counts.tolist()} → sel {chosen}")
         return chosen
