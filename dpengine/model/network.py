@@ -22,6 +22,33 @@ import torch
 from torch import nn
 
 
+class _Tanh(torch.autograd.Function):
+    """tanh z = 2σ(2z) − 1 computed in place (float64: about twice as fast as torch.tanh on
+    the CPU, equal to within 4e-16), backward ȳ(1 − y²); twice differentiable."""
+
+    @staticmethod
+    def forward(ctx, z):
+        y = torch.mul(z, 2.0)
+        torch.sigmoid_(y)
+        y.mul_(2.0).sub_(1.0)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+
+@torch.jit.unused
+def _tanh_fast(z: torch.Tensor) -> torch.Tensor:
+    """The activation of eager (not scripted) networks: ``_Tanh`` on the CPU, torch.tanh
+    elsewhere (CUDA's tanh is already one fused kernel)."""
+    if z.device.type == "cpu":
+        return _Tanh.apply(z)
+    return torch.tanh(z)
+
+
 class DenseLayer(nn.Module):
     """y = act(x·W + b) [· idt] [+ x or + (x, x)].
 
@@ -51,7 +78,10 @@ class DenseLayer(nn.Module):
         x2 = x.reshape(-1, shape[-1])
         y = torch.addmm(self.bias, x2, self.matrix)           # bias added inside the GEMM
         if self.activation == "tanh":
-            y = torch.tanh(y)
+            if torch.jit.is_scripting():
+                y = torch.tanh(y)
+            else:
+                y = _tanh_fast(y)
         elif self.activation == "gelu":
             y = torch.nn.functional.gelu(y, approximate="tanh")
         elif self.activation == "relu":
