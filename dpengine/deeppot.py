@@ -153,7 +153,8 @@ class DeepPotential:
             hi = min(n, lo + chunk)
             env_in = env[lo:hi].detach().to(self.dtype).requires_grad_(True)
             with torch.enable_grad():
-                e_chunk = self._atom_energies(env_in, types64[lo:hi], widths)
+                e_chunk = self._atom_energies(env_in, types64[lo:hi], widths,
+                                              geometry["type_counts"][lo:hi])
                 (g,) = torch.autograd.grad(e_chunk.sum(), env_in)
             if hi - lo == n:
                 grad = g
@@ -169,30 +170,43 @@ class DeepPotential:
                                atom_virial.sum(dim=0),
                                e_atom.to(torch.float64) if atom_energy else None)
 
-    def _atom_energies(self, env, types, widths):
-        """Atomic energies [n] (model precision) of rows env [n, Σ widths, 4], differentiable."""
+    def _atom_energies(self, env, types, widths, type_counts):
+        """Atomic energies [n] (model precision) of rows env [n, Σ widths, 4], differentiable
+        in env; type_counts [n, ntypes] int32: neighbours of each type inside r_c."""
         if self.table is not None:
-            e_atom = self._compressed_energy(env, types, widths)
+            e_atom = self._compressed_energy(env, types, widths, type_counts)
             if e_atom is not None:
                 return e_atom
         if self._has_compact:
             return self.net.forward_compact(env, types, widths)
         return self.net(env, types)
 
-    def _compressed_energy(self, env, types, widths):
-        """Atomic energies with the tabulated embedding (None if an input is off the table)."""
-        blocks = [t for t, w in enumerate(widths) for _ in range(w)]
+    def _compressed_energy(self, env, types, widths, type_counts):
+        """Atomic energies with the tabulated embedding (None if an input is off the table).
+
+        The kernels visit only the filled slots (min(type_counts, sel) per block, stored
+        first); every empty slot of net k adds the same r̂ᵀG(r̂₀), added here as a constant.
+        """
         key = ("blocks",) + tuple(widths)
         if key not in self._compact_cache:
-            self._compact_cache[key] = torch.tensor(blocks, dtype=torch.int32, device=self.device)
-        slot_block = self._compact_cache[key]
+            blocks = [t for t, w in enumerate(widths) for _ in range(w)]
+            ranks = [r for w in widths for r in range(w)]
+            self._compact_cache[key] = (
+                torch.tensor(blocks, dtype=torch.int32, device=self.device),
+                torch.tensor(ranks, dtype=torch.int32, device=self.device))
+        slot_block, slot_rank = self._compact_cache[key]
+        if self.compact:
+            filled = torch.minimum(type_counts, self._sel)                   # [n, ntypes]
+        else:   # per-slot statistics: empty slots differ, the kernels visit every slot
+            filled = self._sel.expand(type_counts.shape[0], -1)
         index = self._compact_index(widths)
         davg, dstd = self.net.davg, self.net.dstd
         if index is not None:
             davg, dstd = davg.index_select(1, index), dstd.index_select(1, index)
         env_hat = (env - davg[types]) / dstd[types]
         types32 = types.to(torch.int32)
-        t_mat = _Tabulated.apply(env_hat, types32, slot_block, self.table, self._one_side)
+        t_mat = _Tabulated.apply(env_hat, types32, slot_block, slot_rank, filled.contiguous(),
+                                 self.table, self._one_side)
         outside = int(self.table["_outside"][0])
         if outside:
             self.table_misses += 1
@@ -202,17 +216,17 @@ class DeepPotential:
                               f"[{self.table['lo']:.3f}, {self.table['hi']:.3f}]; such force calls "
                               "use the uncompressed network", RuntimeWarning, stacklevel=3)
             return None
-        # the always-empty slots left out of the compact blocks: a constant per centre type
+        # the empty slots, in the compact blocks or left out of them: a constant per slot
         ntypes = len(self.sel)
+        empty = (self._sel - filled).to(env.dtype)                           # [n, ntypes]
         for k in range(self._empty_terms.shape[0]):
             t_j = k if self._one_side else k // ntypes
-            missing = self.sel[t_j] - widths[t_j]
-            if missing:
-                term = self._empty_terms[k].to(env.dtype)
-                if self._one_side:
-                    t_mat = t_mat + missing * term[types]
-                else:
-                    t_mat = t_mat + missing * term[k % ntypes] * (types == k % ntypes)[:, None, None]
+            term = self._empty_terms[k].to(env.dtype)                         # [ntypes, 4, M]
+            if self._one_side:
+                t_mat = t_mat + empty[:, t_j, None, None] * term[types]
+            else:
+                mask = (types == k % ntypes).to(env.dtype)
+                t_mat = t_mat + (empty[:, t_j] * mask)[:, None, None] * term[k % ntypes]
         t_mat = t_mat / self.nnei
         d = torch.matmul(t_mat.transpose(1, 2), t_mat[:, :, :self.net.axis_neuron])
         return self.net.fitting_energy(d.reshape(env.shape[0], -1), types)
@@ -235,7 +249,7 @@ class _Tabulated(torch.autograd.Function):
     """T = Σ_s R̂ᵀ G(R̂₀) with tabulated G (Taichi forward and backward kernels)."""
 
     @staticmethod
-    def forward(ctx, env_hat, types, slot_block, table, one_side):
+    def forward(ctx, env_hat, types, slot_block, slot_rank, filled, table, one_side):
         from taichi_kernels.tabulate import tabulated_forward
         coeffs = table["coeffs"]
         env_hat = env_hat.detach().contiguous()
@@ -243,23 +257,24 @@ class _Tabulated(torch.autograd.Function):
                             device=env_hat.device)
         outside = table["_outside"]
         outside.zero_()
-        tabulated_forward(env_hat, types, slot_block, coeffs, table["lo"], table["step"],
-                          ntypes_of(coeffs, one_side), int(one_side), t_mat, outside,
-                          env_hat.device.type == "cpu")
-        ctx.save_for_backward(env_hat, types, slot_block)
+        tabulated_forward(env_hat, types, slot_block, slot_rank, filled, coeffs, table["lo"],
+                          table["step"], ntypes_of(coeffs, one_side), int(one_side), t_mat,
+                          outside, env_hat.device.type == "cpu")
+        ctx.save_for_backward(env_hat, types, slot_block, slot_rank, filled)
         ctx.table, ctx.one_side = table, one_side
         return t_mat
 
     @staticmethod
     def backward(ctx, grad_t):
         from taichi_kernels.tabulate import tabulated_backward
-        env_hat, types, slot_block = ctx.saved_tensors
+        env_hat, types, slot_block, slot_rank, filled = ctx.saved_tensors
         coeffs = ctx.table["coeffs"]
         grad_env = torch.empty_like(env_hat)
-        tabulated_backward(env_hat, types, slot_block, coeffs, ctx.table["lo"], ctx.table["step"],
-                           ntypes_of(coeffs, ctx.one_side), int(ctx.one_side),
+        tabulated_backward(env_hat, types, slot_block, slot_rank, filled, coeffs,
+                           ctx.table["lo"], ctx.table["step"], ntypes_of(coeffs, ctx.one_side),
+                           int(ctx.one_side),
                            grad_t.contiguous(), grad_env)
-        return grad_env, None, None, None, None
+        return grad_env, None, None, None, None, None, None
 
 
 def ntypes_of(coeffs: torch.Tensor, one_side: bool) -> int:

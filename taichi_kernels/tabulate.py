@@ -44,11 +44,16 @@ def _net_of(i: ti.i32, s: ti.i32, slot_block: ti.template(), types: ti.template(
 
 @ti.kernel
 def tabulated_forward(env_hat: ti.types.ndarray(ndim=3), types: ti.types.ndarray(ndim=1),
-                      slot_block: ti.types.ndarray(ndim=1), coeffs: ti.types.ndarray(ndim=4),
+                      slot_block: ti.types.ndarray(ndim=1), slot_rank: ti.types.ndarray(ndim=1),
+                      filled: ti.types.ndarray(ndim=2), coeffs: ti.types.ndarray(ndim=4),
                       lo: ti.f64, step: ti.f64, ntypes: ti.i32, type_one_side: ti.i32,
                       t_mat: ti.types.ndarray(ndim=3), outside: ti.types.ndarray(ndim=1),
                       per_atom: ti.template()):
-    """t_mat [N, 4, M] = Σ_s R̂ᵀ G (not yet divided by nnei); outside[0] += slots off the table.
+    """t_mat [N, 4, M] = Σ_s R̂ᵀ G over the filled slots (not yet divided by nnei; the
+    empty ones are a constant the caller adds); outside[0] += slots off the table.
+
+    Slot s is the slot_rank[s]-th of its block slot_block[s]; atom i has filled[i, t]
+    neighbours in block t, stored first.
 
     ``per_atom`` (CPU): one thread per atom, the channel loop innermost, so each slot reads
     one contiguous table row; otherwise (GPU) one thread per (atom, channel), whose
@@ -61,15 +66,16 @@ def tabulated_forward(env_hat: ti.types.ndarray(ndim=3), types: ti.types.ndarray
                 t_mat[i, c, m] = 0.0
             n_out = 0
             for s in range(env_hat.shape[1]):
-                x = ti.cast(env_hat[i, s, 0], ti.f64)
-                q, t, inside = _interval(x, lo, step, n_int)
-                n_out += 1 - inside
-                k = _net_of(i, s, slot_block, types, ntypes, type_one_side)
-                r = ti.Vector([ti.cast(env_hat[i, s, c], ti.f64) for c in range(4)])
-                for m in range(t_mat.shape[2]):
-                    g = _table_value(coeffs, k, q, m, t)
-                    for c in ti.static(range(4)):
-                        t_mat[i, c, m] += r[c] * g
+                if slot_rank[s] < filled[i, slot_block[s]]:
+                    x = ti.cast(env_hat[i, s, 0], ti.f64)
+                    q, t, inside = _interval(x, lo, step, n_int)
+                    n_out += 1 - inside
+                    k = _net_of(i, s, slot_block, types, ntypes, type_one_side)
+                    r = ti.Vector([ti.cast(env_hat[i, s, c], ti.f64) for c in range(4)])
+                    for m in range(t_mat.shape[2]):
+                        g = _table_value(coeffs, k, q, m, t)
+                        for c in ti.static(range(4)):
+                            t_mat[i, c, m] += r[c] * g
             if n_out > 0:
                 ti.atomic_add(outside[0], n_out)
     else:
@@ -77,13 +83,14 @@ def tabulated_forward(env_hat: ti.types.ndarray(ndim=3), types: ti.types.ndarray
             acc = ti.Vector([0.0, 0.0, 0.0, 0.0], ti.f64)
             n_out = 0
             for s in range(env_hat.shape[1]):
-                x = ti.cast(env_hat[i, s, 0], ti.f64)
-                q, t, inside = _interval(x, lo, step, n_int)
-                n_out += 1 - inside
-                k = _net_of(i, s, slot_block, types, ntypes, type_one_side)
-                g = _table_value(coeffs, k, q, m, t)
-                for c in ti.static(range(4)):
-                    acc[c] += ti.cast(env_hat[i, s, c], ti.f64) * g
+                if slot_rank[s] < filled[i, slot_block[s]]:
+                    x = ti.cast(env_hat[i, s, 0], ti.f64)
+                    q, t, inside = _interval(x, lo, step, n_int)
+                    n_out += 1 - inside
+                    k = _net_of(i, s, slot_block, types, ntypes, type_one_side)
+                    g = _table_value(coeffs, k, q, m, t)
+                    for c in ti.static(range(4)):
+                        acc[c] += ti.cast(env_hat[i, s, c], ti.f64) * g
             for c in ti.static(range(4)):
                 t_mat[i, c, m] = acc[c]
             if m == 0 and n_out > 0:
@@ -92,12 +99,18 @@ def tabulated_forward(env_hat: ti.types.ndarray(ndim=3), types: ti.types.ndarray
 
 @ti.kernel
 def tabulated_backward(env_hat: ti.types.ndarray(ndim=3), types: ti.types.ndarray(ndim=1),
-                       slot_block: ti.types.ndarray(ndim=1), coeffs: ti.types.ndarray(ndim=4),
+                       slot_block: ti.types.ndarray(ndim=1), slot_rank: ti.types.ndarray(ndim=1),
+                       filled: ti.types.ndarray(ndim=2), coeffs: ti.types.ndarray(ndim=4),
                        lo: ti.f64, step: ti.f64, ntypes: ti.i32, type_one_side: ti.i32,
                        grad_t: ti.types.ndarray(ndim=3), grad_env: ti.types.ndarray(ndim=3)):
-    """grad_env [N, W, 4] = ∂L/∂R̂ from grad_t = ∂L/∂T [N, 4, M] (see the module docstring)."""
+    """grad_env [N, W, 4] = ∂L/∂R̂ from grad_t = ∂L/∂T [N, 4, M] (see the module docstring);
+    0 on empty slots (their R is 0 whatever the positions)."""
     n_int = coeffs.shape[1]
     for i, s in ti.ndrange(env_hat.shape[0], env_hat.shape[1]):
+        if slot_rank[s] >= filled[i, slot_block[s]]:
+            for c in ti.static(range(4)):
+                grad_env[i, s, c] = 0.0
+            continue
         x = ti.cast(env_hat[i, s, 0], ti.f64)
         q, t, inside = _interval(x, lo, step, n_int)
         k = _net_of(i, s, slot_block, types, ntypes, type_one_side)

@@ -43,17 +43,22 @@ def test_off_table_input_falls_back_to_the_network(water_model, compressed, devi
     assert np.array_equal(a["forces"], b["forces"])
 
 
-def test_compressed_float32_and_other_layout(tmp_path, device):
-    """type_one_side = false, float32 networks: compressed agrees with the network."""
+@pytest.mark.parametrize("type_one_side, per_slot", [(False, False), (True, True)])
+def test_compressed_float32_and_other_layout(tmp_path, device, type_one_side, per_slot):
+    """type_one_side = false, float32 networks, statistics that differ slot by slot (every
+    slot visited, none folded into the empty-slot constant): compressed = network."""
     from dpengine.model.io import save_model
     from dpengine.model.network import DeepPotSE
     torch.manual_seed(2)
-    net = DeepPotSE(["O", "H"], [20, 40], 4.0, 1.0, [4, 8], 3, [10, 10], type_one_side=False)
+    net = DeepPotSE(["O", "H"], [20, 40], 4.0, 1.0, [4, 8], 3, [10, 10],
+                    type_one_side=type_one_side)
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0, 0.5)
         net.davg[:, :, 0] = 0.1
         net.dstd.fill_(0.8)
+        if per_slot:
+            net.davg[:, :, 0] += torch.linspace(0.0, 0.05, net.davg.shape[1])
     path = save_model(net, tmp_path / "m.pt", extra=dict(min_nbor_dist=0.8))
     assert main(["compress", str(path), "-o", str(tmp_path / "c.pt"), "--step", "0.005"]) == 0
     rng = np.random.default_rng(4)
@@ -66,6 +71,7 @@ def test_compressed_float32_and_other_layout(tmp_path, device):
         tab = dpengine.load_model(tmp_path / "c.pt", device=device, precision=precision)
         b = tab.evaluate(pos, box, types)
         assert tab.potential.table_misses == 0
+        assert tab.potential.compact is not per_slot
         assert abs(a["energy"] - b["energy"]) < tol * len(pos)
         assert np.abs(a["forces"] - b["forces"]).max() < tol
 
@@ -77,3 +83,29 @@ def test_compress_needs_a_minimum_distance(tmp_path, capsys):
     assert main(["compress", str(path), "-o", str(tmp_path / "c.pt")]) == 2
     assert "--min-distance" in capsys.readouterr().err
     assert not (tmp_path / "c.pt").exists()
+
+
+def test_gpu_thread_layout_equals_cpu_layout():
+    """The forward kernel's GPU branch (a thread per atom and channel) run on the CPU gives
+    the CPU branch's numbers, so the branch CI cannot run on a GPU is still exercised."""
+    from dpengine.backend import init_taichi
+    from taichi_kernels.tabulate import tabulated_forward
+    init_taichi("cpu")
+    rng = np.random.default_rng(5)
+    n, widths, m, n_int = 7, [8, 16], 5, 40
+    env_hat = torch.tensor(rng.uniform(0.0, 0.35, (n, sum(widths), 4)))
+    coeffs = torch.tensor(rng.normal(size=(2, n_int, m, 6)))
+    slot_block = torch.tensor([t for t, w in enumerate(widths) for _ in range(w)],
+                              dtype=torch.int32)
+    slot_rank = torch.tensor([r for w in widths for r in range(w)], dtype=torch.int32)
+    filled = torch.minimum(torch.tensor(rng.integers(0, 17, (n, 2)), dtype=torch.int32),
+                           torch.tensor(widths, dtype=torch.int32))   # some empty slots
+    types = torch.tensor(rng.integers(0, 2, n), dtype=torch.int32)
+    out = []
+    for per_atom in (True, False):
+        t_mat = torch.zeros(n, 4, m, dtype=torch.float64)
+        outside = torch.zeros(1, dtype=torch.int32)
+        tabulated_forward(env_hat, types, slot_block, slot_rank, filled, coeffs, 0.0, 0.01, 2, 1,
+                          t_mat, outside, per_atom)
+        out.append(t_mat)
+    assert torch.equal(out[0], out[1]) and out[0].abs().sum() > 0
