@@ -9,7 +9,7 @@
 # with stochastic velocity rescaling (tau 0.5 ps, a global thermostat that leaves the
 # dynamics, hence D, essentially untouched), dt 0.5 fs, 22,000 steps (11 ps), a frame
 # with velocities every 2 fs. The first 1 ps (500 frames) is left out of every analysis.
-# Cost: about 20 min on one core of a 2-core machine. Key numbers: WORKDIR/analysis/*.json.
+# Cost: about 15 min on a 2-core machine. Key numbers: WORKDIR/analysis/*.json.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 W=${1:-/tmp/water_analysis}
