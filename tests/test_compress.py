@@ -29,19 +29,6 @@ def test_compressed_matches_network(water_model, compressed, reference, device):
     assert tab.potential.table_misses == 0  # the tables really were used
 
 
-def test_cpu_atom_chunks_of_the_compressed_path(compressed, reference, monkeypatch):
-    """Atom chunks (forced: 6 chunks of 32) give the unchunked numbers to round-off."""
-    import dpengine.deeppot as deeppot
-    args = (reference["coord"][1].reshape(-1, 3), reference["box"][1].reshape(3, 3),
-            reference["atype"])
-    whole = dpengine.load_model(compressed).evaluate(*args)
-    monkeypatch.setattr(deeppot, "CPU_CHUNK_ROWS", 4000)
-    chunked = dpengine.load_model(compressed).evaluate(*args)
-    assert chunked["energy"] == pytest.approx(whole["energy"], rel=1e-14)
-    np.testing.assert_allclose(chunked["forces"], whole["forces"], rtol=0, atol=1e-12)
-    np.testing.assert_allclose(chunked["atom_energy"], whole["atom_energy"], rtol=0, atol=1e-12)
-
-
 def test_off_table_input_falls_back_to_the_network(water_model, compressed, device):
     """Two atoms closer than the tabulated minimum distance (0.885 Å): exact fallback + warning."""
     plain = dpengine.load_model(water_model, device=device)
