@@ -42,3 +42,23 @@ def water_model(tmp_path_factory) -> Path:
 def reference() -> dict:
     """DeePMD-kit's own predictions on the first 5 frames of data_3."""
     return dict(np.load(FIXTURE / "reference.npz"))
+
+
+def random_se_a_model(path: Path, seed: int, type_one_side: bool, davg_ramp: float = 0.0,
+                      dstd_ramp: float = 0.0, **extra) -> Path:
+    """A small random se_e2_a model file (O/H, sel [20, 40], rcut 4 Å, embedding [4, 8],
+    axis 3, fitting [10, 10]); ``davg_ramp``/``dstd_ramp`` make the statistics differ slot
+    by slot (radial davg, angular dstd); ``extra``: metadata."""
+    import torch
+    from dpengine.model.io import save_model
+    from dpengine.model.network import DeepPotSE
+    torch.manual_seed(seed)
+    net = DeepPotSE(["O", "H"], [20, 40], 4.0, 1.0, [4, 8], 3, [10, 10],
+                    type_one_side=type_one_side)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.5)
+        net.davg[:, :, 0] = 0.1 + torch.linspace(0.0, davg_ramp, net.nnei)
+        net.dstd.fill_(0.8)
+        net.dstd[:, :, 1:] += torch.linspace(0.0, dstd_ramp, net.nnei)[:, None]
+    return save_model(net, path, extra=extra or None)

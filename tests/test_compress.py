@@ -47,19 +47,9 @@ def test_off_table_input_falls_back_to_the_network(water_model, compressed, devi
 def test_compressed_float32_and_other_layout(tmp_path, device, type_one_side, per_slot):
     """type_one_side = false, float32 networks, statistics that differ slot by slot (every
     slot visited, none folded into the empty-slot constant): compressed = network."""
-    from dpengine.model.io import save_model
-    from dpengine.model.network import DeepPotSE
-    torch.manual_seed(2)
-    net = DeepPotSE(["O", "H"], [20, 40], 4.0, 1.0, [4, 8], 3, [10, 10],
-                    type_one_side=type_one_side)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.normal_(0, 0.5)
-        net.davg[:, :, 0] = 0.1
-        net.dstd.fill_(0.8)
-        if per_slot:
-            net.davg[:, :, 0] += torch.linspace(0.0, 0.05, net.davg.shape[1])
-    path = save_model(net, tmp_path / "m.pt", extra=dict(min_nbor_dist=0.8))
+    from conftest import random_se_a_model
+    path = random_se_a_model(tmp_path / "m.pt", 2, type_one_side, davg_ramp=0.05 * per_slot,
+                             min_nbor_dist=0.8)
     assert main(["compress", str(path), "-o", str(tmp_path / "c.pt"), "--step", "0.005"]) == 0
     rng = np.random.default_rng(4)
     box = np.diag([7.2, 7.2, 7.2])

@@ -12,6 +12,16 @@ def _rel(a, b):
     return np.abs(np.asarray(a) - np.asarray(b)).max() / max(np.abs(np.asarray(b)).max(), 1e-300)
 
 
+def _assert_matches_deepmd(model, reference, frame):
+    """Energy, forces, virial and atomic energies of fixture frame ``frame`` within 1e-10."""
+    out = model.evaluate(reference["coord"][frame].reshape(-1, 3),
+                         reference["box"][frame].reshape(3, 3), reference["atype"])
+    assert abs(out["energy"] - reference["energy"][frame]) / abs(reference["energy"][frame]) < 1e-10
+    assert _rel(out["forces"], reference["force"][frame]) < 1e-10
+    assert _rel(out["virial"].reshape(9), reference["virial"][frame]) < 1e-10
+    assert _rel(out["atom_energy"], reference["atom_energy"][frame]) < 1e-10
+
+
 def test_import_metadata(water_model):
     meta = read_metadata(water_model)
     assert meta["type_map"] == ["O", "H"]
@@ -21,13 +31,7 @@ def test_import_metadata(water_model):
 
 @pytest.mark.parametrize("frame", range(5))
 def test_taichi_path_matches_deepmd(water_model, reference, frame, device):
-    model = dpengine.load_model(water_model, device=device)
-    out = model.evaluate(reference["coord"][frame].reshape(-1, 3),
-                         reference["box"][frame].reshape(3, 3), reference["atype"])
-    assert abs(out["energy"] - reference["energy"][frame]) / abs(reference["energy"][frame]) < 1e-10
-    assert _rel(out["forces"], reference["force"][frame]) < 1e-10
-    assert _rel(out["virial"].reshape(9), reference["virial"][frame]) < 1e-10
-    assert _rel(out["atom_energy"], reference["atom_energy"][frame]) < 1e-10
+    _assert_matches_deepmd(dpengine.load_model(water_model, device=device), reference, frame)
 
 
 @pytest.mark.parametrize("frame", [0, 4])
@@ -59,12 +63,7 @@ def test_cpu_atom_chunks_match_deepmd(water_model, reference, monkeypatch, rows)
     monkeypatch.setattr(deeppot, "CPU_CHUNK_ROWS", rows)
     model = dpengine.load_model(water_model, device="cpu")
     for frame in (0, 3):
-        out = model.evaluate(reference["coord"][frame].reshape(-1, 3),
-                             reference["box"][frame].reshape(3, 3), reference["atype"])
-        assert abs(out["energy"] - reference["energy"][frame]) / abs(reference["energy"][frame]) < 1e-10
-        assert _rel(out["forces"], reference["force"][frame]) < 1e-10
-        assert _rel(out["virial"].reshape(9), reference["virial"][frame]) < 1e-10
-        assert _rel(out["atom_energy"], reference["atom_energy"][frame]) < 1e-10
+        _assert_matches_deepmd(model, reference, frame)
 
 
 @pytest.mark.parametrize("type_one_side, slot_stats", [(False, "uniform"), (True, "per-slot")])
@@ -72,20 +71,10 @@ def test_random_model_matches_reference(tmp_path, device, type_one_side, slot_st
     """Taichi path == reference path for per-(centre, neighbour)-type embeddings, and for
     statistics that differ slot by slot (then slots are ordered by distance, DeePMD-kit's
     order, and the compact layout is off)."""
-    from dpengine.model.io import save_model
-    from dpengine.model.network import DeepPotSE
-    torch.manual_seed(0)
-    net = DeepPotSE(["O", "H"], [20, 40], 4.0, 1.0, [4, 8], 3, [10, 10],
-                    type_one_side=type_one_side)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.normal_(0, 0.5)
-        net.davg[:, :, 0] = 0.1
-        net.dstd.fill_(0.8)
-        if slot_stats == "per-slot":
-            net.davg[:, :, 0] += torch.linspace(0.0, 0.2, net.nnei)
-            net.dstd[:, :, 1:] += torch.linspace(0.0, 0.3, net.nnei)[:, None]
-    path = save_model(net, tmp_path / "m.pt")
+    from conftest import random_se_a_model
+    per_slot = slot_stats == "per-slot"
+    path = random_se_a_model(tmp_path / "m.pt", 0, type_one_side, davg_ramp=0.2 * per_slot,
+                             dstd_ramp=0.3 * per_slot)
     rng = np.random.default_rng(1)
     box = np.diag([7.0, 7.5, 8.0]) + np.array([[0, 0, 0], [0.8, 0, 0], [-0.5, 0.6, 0]])
     pos = rng.uniform(0, 1, (40, 3)) @ box
