@@ -42,6 +42,15 @@ def _net_of(i: ti.i32, s: ti.i32, slot_block: ti.template(), types: ti.template(
     return k
 
 
+@ti.func
+def _lookup(env_hat: ti.template(), i: ti.i32, s: ti.i32, lo: ti.f64, step: ti.f64,
+            n_int: ti.i32, slot_block: ti.template(), types: ti.template(), ntypes: ti.i32,
+            type_one_side: ti.i32):
+    """(net k, interval q, offset t in it, 1 if on the table) of slot s of atom i."""
+    q, t, inside = _interval(ti.cast(env_hat[i, s, 0], ti.f64), lo, step, n_int)
+    return _net_of(i, s, slot_block, types, ntypes, type_one_side), q, t, inside
+
+
 @ti.kernel
 def tabulated_forward(env_hat: ti.types.ndarray(ndim=3), types: ti.types.ndarray(ndim=1),
                       slot_block: ti.types.ndarray(ndim=1), slot_rank: ti.types.ndarray(ndim=1),
@@ -67,10 +76,9 @@ def tabulated_forward(env_hat: ti.types.ndarray(ndim=3), types: ti.types.ndarray
             n_out = 0
             for s in range(env_hat.shape[1]):
                 if slot_rank[s] < filled[i, slot_block[s]]:
-                    x = ti.cast(env_hat[i, s, 0], ti.f64)
-                    q, t, inside = _interval(x, lo, step, n_int)
+                    k, q, t, inside = _lookup(env_hat, i, s, lo, step, n_int, slot_block,
+                                              types, ntypes, type_one_side)
                     n_out += 1 - inside
-                    k = _net_of(i, s, slot_block, types, ntypes, type_one_side)
                     r = ti.Vector([ti.cast(env_hat[i, s, c], ti.f64) for c in range(4)])
                     for m in range(t_mat.shape[2]):
                         g = _table_value(coeffs, k, q, m, t)
@@ -84,10 +92,9 @@ def tabulated_forward(env_hat: ti.types.ndarray(ndim=3), types: ti.types.ndarray
             n_out = 0
             for s in range(env_hat.shape[1]):
                 if slot_rank[s] < filled[i, slot_block[s]]:
-                    x = ti.cast(env_hat[i, s, 0], ti.f64)
-                    q, t, inside = _interval(x, lo, step, n_int)
+                    k, q, t, inside = _lookup(env_hat, i, s, lo, step, n_int, slot_block,
+                                              types, ntypes, type_one_side)
                     n_out += 1 - inside
-                    k = _net_of(i, s, slot_block, types, ntypes, type_one_side)
                     g = _table_value(coeffs, k, q, m, t)
                     for c in ti.static(range(4)):
                         acc[c] += ti.cast(env_hat[i, s, c], ti.f64) * g
@@ -111,9 +118,8 @@ def tabulated_backward(env_hat: ti.types.ndarray(ndim=3), types: ti.types.ndarra
             for c in ti.static(range(4)):
                 grad_env[i, s, c] = 0.0
             continue
-        x = ti.cast(env_hat[i, s, 0], ti.f64)
-        q, t, inside = _interval(x, lo, step, n_int)
-        k = _net_of(i, s, slot_block, types, ntypes, type_one_side)
+        k, q, t, _inside = _lookup(env_hat, i, s, lo, step, n_int, slot_block, types, ntypes,
+                                   type_one_side)
         r = ti.Vector([ti.cast(env_hat[i, s, c], ti.f64) for c in range(4)])
         acc = ti.Vector([0.0, 0.0, 0.0, 0.0], ti.f64)
         for m in range(grad_t.shape[2]):
