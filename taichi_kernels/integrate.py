@@ -100,6 +100,17 @@ def _noise(p: ti.template(), i):
 
 
 @ti.func
+def _o_step(p: ti.template(), i, m, v):
+    """Langevin O step of atom i (mass m): v ← c₁ v + sqrt((1 − c₁²) k_B T/m) ξ.
+    Returns (new v, heat given to the bath ½m(v² − v_new²) in eV)."""
+    kef = p[KE_FACTOR]
+    c1 = p[C1]
+    k_before = 0.5 * m * kef * v.dot(v)
+    v_new = c1 * v + ti.sqrt((1.0 - c1 * c1) * p[KT_ACCEL] / m) * _noise(p, i)
+    return v_new, k_before - 0.5 * m * kef * v_new.dot(v_new)
+
+
+@ti.func
 def _store_kinetic(work: ti.template(), i, m, v, kef):
     h = 0.5 * m * kef
     work[i, 0] = h * v[0] * v[0]
@@ -181,19 +192,15 @@ def baoab_first(positions: _F2, velocities: _F2, forces: _F2, params: _F1, work:
     n = positions.shape[0]
     for i in range(n):
         m = params[COEF_SIZE + i]
-        kef = params[KE_FACTOR]
-        c1 = params[C1]
-        sig = ti.sqrt((1.0 - c1 * c1) * params[KT_ACCEL] / m)
         v = _row(velocities, i) + (params[KICK] / m) * _row(forces, i)
         x = _row(positions, i) + params[DT_HALF] * v
-        k_before = 0.5 * m * kef * v.dot(v)
-        v = c1 * v + sig * _noise(params, i)
+        v, heat = _o_step(params, i, m, v)
         x = x + params[DT_HALF] * v
         for a in ti.static(range(3)):
             positions[i, a] = x[a]
             velocities[i, a] = v[a]
-        _store_kinetic(work, i, m, v, kef)
-        work[i, HEAT] = k_before - 0.5 * m * kef * v.dot(v)
+        _store_kinetic(work, i, m, v, params[KE_FACTOR])
+        work[i, HEAT] = heat
     _reduce(work, n)
 
 
@@ -208,17 +215,12 @@ def langevin_o(velocities: _F2, forces: _F2, params: _F1, work: _F2):
     n = velocities.shape[0]
     for i in range(n):
         m = params[COEF_SIZE + i]
-        kef = params[KE_FACTOR]
-        c1 = params[C1]
-        sig = ti.sqrt((1.0 - c1 * c1) * params[KT_ACCEL] / m)
         f = _row(forces, i)
         v = _row(velocities, i) + (params[KICK] / m) * f
-        k_before = 0.5 * m * kef * v.dot(v)
-        v = c1 * v + sig * _noise(params, i)
-        heat = k_before - 0.5 * m * kef * v.dot(v)
+        v, heat = _o_step(params, i, m, v)
         v = v + (params[KICK_AFTER] / m) * f
         for a in ti.static(range(3)):
             velocities[i, a] = v[a]
-        _store_kinetic(work, i, m, v, kef)
+        _store_kinetic(work, i, m, v, params[KE_FACTOR])
         work[i, HEAT] = heat
     _reduce(work, n)
