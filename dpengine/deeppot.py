@@ -40,6 +40,9 @@ class DeepPotential:
         self.table = self.metadata.pop("compression", None)  # compressed embedding nets
         if self.table is not None:
             self.metadata["compression"] = {k: v for k, v in self.table.items() if k != "coeffs"}
+            # file layout [net, interval, channel, power] → the kernels' [net, interval, power,
+            # channel] (channels contiguous: taichi_kernels.tabulate)
+            self.table["coeffs"] = self.table["coeffs"].permute(0, 1, 3, 2).contiguous()
             self._empty_terms = self.net.empty_slot_terms().detach()
         self.table_misses = 0
         self._warned_table = False
@@ -254,13 +257,14 @@ class _Tabulated(torch.autograd.Function):
         from taichi_kernels.tabulate import tabulated_forward
         coeffs = table["coeffs"]
         env_hat = env_hat.detach().contiguous()
-        t_mat = torch.empty(env_hat.shape[0], 4, coeffs.shape[2], dtype=env_hat.dtype,
+        n_channels = coeffs.shape[3]
+        t_mat = torch.empty(env_hat.shape[0], 4, n_channels, dtype=env_hat.dtype,
                             device=env_hat.device)
         outside = table["_outside"]
         outside.zero_()
         tabulated_forward(env_hat, types, slot_block, slot_rank, filled, coeffs, table["lo"],
                           table["step"], ntypes_of(coeffs, one_side), int(one_side), t_mat,
-                          outside, env_hat.device.type == "cpu")
+                          outside, n_channels if env_hat.device.type == "cpu" else 0)
         ctx.save_for_backward(env_hat, types, slot_block, slot_rank, filled)
         ctx.table, ctx.one_side = table, one_side
         return t_mat

@@ -1,8 +1,9 @@
 """Compressed se_e2_a: the embedding nets as quintic tables, fused with T = R̂ᵀ G.
 
-Table layout: coeffs[k, q, m, 0..5] for embedding net k, interval q (x in
+Table layout: coeffs[k, q, p, m] (p = 0..5) for embedding net k, interval q (x in
 [lo + q·h, lo + (q+1)·h)) and channel m: G_m(x) = Σ_p c_p t^p with t = x − lo − q·h.
-G is never stored: both kernels evaluate it on the fly.
+Channels are innermost, so the loops over m read contiguous coefficients and the CPU
+compiler vectorises them. G is never stored: both kernels evaluate it on the fly.
 
     T[i, c, m] = Σ_s R̂[i, s, c] · G_m(R̂[i, s, 0])                        (forward)
     ∂L/∂R̂[i, s, c] = Σ_m ∂L/∂T[i, c, m] · G_m(x_s)
@@ -27,9 +28,9 @@ def _interval(x: ti.f64, lo: ti.f64, step: ti.f64, n_int: ti.i32):
 @ti.func
 def _table_value(coeffs: ti.template(), k: ti.i32, q: ti.i32, m: ti.i32, t: ti.f64) -> ti.f64:
     """G_m(x) = Σ_p c_p t^p of net k, interval q (Horner)."""
-    g = coeffs[k, q, m, 5]
+    g = ti.cast(coeffs[k, q, 5, m], ti.f64)
     for p in ti.static(range(4, -1, -1)):
-        g = g * t + coeffs[k, q, m, p]
+        g = g * t + coeffs[k, q, p, m]
     return g
 
 
@@ -64,26 +65,29 @@ def tabulated_forward(env_hat: ti.types.ndarray(ndim=3), types: ti.types.ndarray
     Slot s is the slot_rank[s]-th of its block slot_block[s]; atom i has filled[i, t]
     neighbours in block t, stored first.
 
-    ``per_atom`` (CPU): one thread per atom, the channel loop innermost, so each slot reads
-    one contiguous table row; otherwise (GPU) one thread per (atom, channel), whose
-    neighbouring threads read neighbouring channels of the same row.
+    ``per_atom`` = M (CPU): one thread per atom, the channel loop innermost over
+    contiguous coefficients, T accumulated in thread-local arrays of length M; 0 (GPU): one
+    thread per (atom, channel), whose neighbouring threads read neighbouring channels.
     """
     n_int = coeffs.shape[1]
-    if ti.static(per_atom):
+    if ti.static(per_atom > 0):
         for i in range(env_hat.shape[0]):
-            for c, m in ti.ndrange(4, t_mat.shape[2]):
-                t_mat[i, c, m] = 0.0
+            # accumulators in thread-local arrays: the compiler then vectorises the m loop
+            acc = [ti.Vector.zero(ti.f64, per_atom) for _ in ti.static(range(4))]
             n_out = 0
             for s in range(env_hat.shape[1]):
                 if slot_rank[s] < filled[i, slot_block[s]]:
                     k, q, t, inside = _lookup(env_hat, i, s, lo, step, n_int, slot_block,
                                               types, ntypes, type_one_side)
                     n_out += 1 - inside
-                    r = ti.Vector([ti.cast(env_hat[i, s, c], ti.f64) for c in range(4)])
-                    for m in range(t_mat.shape[2]):
+                    r = [ti.cast(env_hat[i, s, c], ti.f64) for c in ti.static(range(4))]
+                    for m in range(per_atom):
                         g = _table_value(coeffs, k, q, m, t)
                         for c in ti.static(range(4)):
-                            t_mat[i, c, m] += r[c] * g
+                            acc[c][m] += r[c] * g
+            for m in range(per_atom):
+                for c in ti.static(range(4)):
+                    t_mat[i, c, m] = acc[c][m]
             if n_out > 0:
                 ti.atomic_add(outside[0], n_out)
     else:
@@ -120,17 +124,20 @@ def tabulated_backward(env_hat: ti.types.ndarray(ndim=3), types: ti.types.ndarra
             continue
         k, q, t, _inside = _lookup(env_hat, i, s, lo, step, n_int, slot_block, types, ntypes,
                                    type_one_side)
-        r = ti.Vector([ti.cast(env_hat[i, s, c], ti.f64) for c in range(4)])
-        acc = ti.Vector([0.0, 0.0, 0.0, 0.0], ti.f64)
+        r = [ti.cast(env_hat[i, s, c], ti.f64) for c in ti.static(range(4))]
+        acc = ti.Vector([0.0, 0.0, 0.0, 0.0], ti.f64)   # sums over m: vectorised by the compiler
+        acc_ds = 0.0
         for m in range(grad_t.shape[2]):
-            g = coeffs[k, q, m, 5]
-            dg = 5.0 * coeffs[k, q, m, 5]
+            g = ti.cast(coeffs[k, q, 5, m], ti.f64)
+            dg = 5.0 * g
             for p in ti.static(range(4, 0, -1)):
-                g = g * t + coeffs[k, q, m, p]
-                dg = dg * t + p * coeffs[k, q, m, p]
-            g = g * t + coeffs[k, q, m, 0]
-            gt = ti.Vector([ti.cast(grad_t[i, c, m], ti.f64) for c in range(4)])
-            acc += gt * g
-            acc[0] += gt.dot(r) * dg
-        for c in ti.static(range(4)):
+                g = g * t + coeffs[k, q, p, m]
+                dg = dg * t + p * coeffs[k, q, p, m]
+            g = g * t + coeffs[k, q, 0, m]
+            gt = [ti.cast(grad_t[i, c, m], ti.f64) for c in ti.static(range(4))]
+            for c in ti.static(range(4)):
+                acc[c] += gt[c] * g
+            acc_ds += (gt[0] * r[0] + gt[1] * r[1] + gt[2] * r[2] + gt[3] * r[3]) * dg
+        grad_env[i, s, 0] = acc[0] + acc_ds
+        for c in ti.static(range(1, 4)):
             grad_env[i, s, c] = acc[c]

@@ -84,7 +84,7 @@ def test_gpu_thread_layout_equals_cpu_layout():
     rng = np.random.default_rng(5)
     n, widths, m, n_int = 7, [8, 16], 5, 40
     env_hat = torch.tensor(rng.uniform(0.0, 0.35, (n, sum(widths), 4)))
-    coeffs = torch.tensor(rng.normal(size=(2, n_int, m, 6)))
+    coeffs = torch.tensor(rng.normal(size=(2, n_int, 6, m)))
     slot_block = torch.tensor([t for t, w in enumerate(widths) for _ in range(w)],
                               dtype=torch.int32)
     slot_rank = torch.tensor([r for w in widths for r in range(w)], dtype=torch.int32)
@@ -92,7 +92,7 @@ def test_gpu_thread_layout_equals_cpu_layout():
                            torch.tensor(widths, dtype=torch.int32))   # some empty slots
     types = torch.tensor(rng.integers(0, 2, n), dtype=torch.int32)
     out = []
-    for per_atom in (True, False):
+    for per_atom in (m, 0):
         t_mat = torch.zeros(n, 4, m, dtype=torch.float64)
         outside = torch.zeros(1, dtype=torch.int32)
         tabulated_forward(env_hat, types, slot_block, slot_rank, filled, coeffs, 0.0, 0.01, 2, 1,
