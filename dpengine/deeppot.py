@@ -41,8 +41,10 @@ class DeepPotential:
         if self.table is not None:
             self.metadata["compression"] = {k: v for k, v in self.table.items() if k != "coeffs"}
             # file layout [net, interval, channel, power] → the kernels' [net, interval, power,
-            # channel] (channels contiguous: taichi_kernels.tabulate)
-            self.table["coeffs"] = self.table["coeffs"].permute(0, 1, 3, 2).contiguous()
+            # channel] (channels contiguous: taichi_kernels.tabulate), in the model's precision
+            # (the kernels evaluate G and sum T in it)
+            self.table["coeffs"] = (self.table["coeffs"].permute(0, 1, 3, 2)
+                                    .to(self.dtype).contiguous())
             self._empty_terms = self.net.empty_slot_terms().detach()
         self.table_misses = 0
         self._warned_table = False
@@ -264,7 +266,8 @@ class _Tabulated(torch.autograd.Function):
         outside.zero_()
         tabulated_forward(env_hat, types, slot_block, slot_rank, filled, coeffs, table["lo"],
                           table["step"], ntypes_of(coeffs, one_side), int(one_side), t_mat,
-                          outside, n_channels if env_hat.device.type == "cpu" else 0)
+                          outside, n_channels if env_hat.device.type == "cpu" else 0,
+                          _real(env_hat.dtype))
         ctx.save_for_backward(env_hat, types, slot_block, slot_rank, filled)
         ctx.table, ctx.one_side = table, one_side
         return t_mat
@@ -277,9 +280,14 @@ class _Tabulated(torch.autograd.Function):
         grad_env = torch.empty_like(env_hat)
         tabulated_backward(env_hat, types, slot_block, slot_rank, filled, coeffs,
                            ctx.table["lo"], ctx.table["step"], ntypes_of(coeffs, ctx.one_side),
-                           int(ctx.one_side),
-                           grad_t.contiguous(), grad_env)
+                           int(ctx.one_side), grad_t.contiguous(), grad_env, _real(env_hat.dtype))
         return grad_env, None, None, None, None, None, None
+
+
+def _real(dtype: torch.dtype):
+    """The Taichi float type of a torch dtype (the tabulated kernels compute in it)."""
+    import taichi as ti
+    return ti.f32 if dtype == torch.float32 else ti.f64
 
 
 def ntypes_of(coeffs: torch.Tensor, one_side: bool) -> int:

@@ -26,9 +26,10 @@ def _interval(x: ti.f64, lo: ti.f64, step: ti.f64, n_int: ti.i32):
 
 
 @ti.func
-def _table_value(coeffs: ti.template(), k: ti.i32, q: ti.i32, m: ti.i32, t: ti.f64) -> ti.f64:
-    """G_m(x) = Σ_p c_p t^p of net k, interval q (Horner)."""
-    g = ti.cast(coeffs[k, q, 5, m], ti.f64)
+def _table_value(coeffs: ti.template(), k: ti.i32, q: ti.i32, m: ti.i32, t,
+                 real: ti.template()):
+    """G_m(x) = Σ_p c_p t^p of net k, interval q (Horner, in precision ``real``)."""
+    g = ti.cast(coeffs[k, q, 5, m], real)
     for p in ti.static(range(4, -1, -1)):
         g = g * t + coeffs[k, q, p, m]
     return g
@@ -58,7 +59,7 @@ def tabulated_forward(env_hat: ti.types.ndarray(ndim=3), types: ti.types.ndarray
                       filled: ti.types.ndarray(ndim=2), coeffs: ti.types.ndarray(ndim=4),
                       lo: ti.f64, step: ti.f64, ntypes: ti.i32, type_one_side: ti.i32,
                       t_mat: ti.types.ndarray(ndim=3), outside: ti.types.ndarray(ndim=1),
-                      per_atom: ti.template()):
+                      per_atom: ti.template(), real: ti.template()):
     """t_mat [N, 4, M] = Σ_s R̂ᵀ G over the filled slots (not yet divided by nnei; the
     empty ones are a constant the caller adds); outside[0] += slots off the table.
 
@@ -73,16 +74,17 @@ def tabulated_forward(env_hat: ti.types.ndarray(ndim=3), types: ti.types.ndarray
     if ti.static(per_atom > 0):
         for i in range(env_hat.shape[0]):
             # accumulators in thread-local arrays: the compiler then vectorises the m loop
-            acc = [ti.Vector.zero(ti.f64, per_atom) for _ in ti.static(range(4))]
+            acc = [ti.Vector.zero(real, per_atom) for _ in ti.static(range(4))]
             n_out = 0
             for s in range(env_hat.shape[1]):
                 if slot_rank[s] < filled[i, slot_block[s]]:
                     k, q, t, inside = _lookup(env_hat, i, s, lo, step, n_int, slot_block,
                                               types, ntypes, type_one_side)
                     n_out += 1 - inside
-                    r = [ti.cast(env_hat[i, s, c], ti.f64) for c in ti.static(range(4))]
+                    t_real = ti.cast(t, real)
+                    r = [ti.cast(env_hat[i, s, c], real) for c in ti.static(range(4))]
                     for m in range(per_atom):
-                        g = _table_value(coeffs, k, q, m, t)
+                        g = _table_value(coeffs, k, q, m, t_real, real)
                         for c in ti.static(range(4)):
                             acc[c][m] += r[c] * g
             for m in range(per_atom):
@@ -92,16 +94,16 @@ def tabulated_forward(env_hat: ti.types.ndarray(ndim=3), types: ti.types.ndarray
                 ti.atomic_add(outside[0], n_out)
     else:
         for i, m in ti.ndrange(env_hat.shape[0], t_mat.shape[2]):
-            acc = ti.Vector([0.0, 0.0, 0.0, 0.0], ti.f64)
+            acc = ti.Vector.zero(real, 4)
             n_out = 0
             for s in range(env_hat.shape[1]):
                 if slot_rank[s] < filled[i, slot_block[s]]:
                     k, q, t, inside = _lookup(env_hat, i, s, lo, step, n_int, slot_block,
                                               types, ntypes, type_one_side)
                     n_out += 1 - inside
-                    g = _table_value(coeffs, k, q, m, t)
+                    g = _table_value(coeffs, k, q, m, ti.cast(t, real), real)
                     for c in ti.static(range(4)):
-                        acc[c] += ti.cast(env_hat[i, s, c], ti.f64) * g
+                        acc[c] += ti.cast(env_hat[i, s, c], real) * g
             for c in ti.static(range(4)):
                 t_mat[i, c, m] = acc[c]
             if m == 0 and n_out > 0:
@@ -113,7 +115,8 @@ def tabulated_backward(env_hat: ti.types.ndarray(ndim=3), types: ti.types.ndarra
                        slot_block: ti.types.ndarray(ndim=1), slot_rank: ti.types.ndarray(ndim=1),
                        filled: ti.types.ndarray(ndim=2), coeffs: ti.types.ndarray(ndim=4),
                        lo: ti.f64, step: ti.f64, ntypes: ti.i32, type_one_side: ti.i32,
-                       grad_t: ti.types.ndarray(ndim=3), grad_env: ti.types.ndarray(ndim=3)):
+                       grad_t: ti.types.ndarray(ndim=3), grad_env: ti.types.ndarray(ndim=3),
+                       real: ti.template()):
     """grad_env [N, W, 4] = ∂L/∂R̂ from grad_t = ∂L/∂T [N, 4, M] (see the module docstring);
     0 on empty slots (their R is 0 whatever the positions)."""
     n_int = coeffs.shape[1]
@@ -122,19 +125,20 @@ def tabulated_backward(env_hat: ti.types.ndarray(ndim=3), types: ti.types.ndarra
             for c in ti.static(range(4)):
                 grad_env[i, s, c] = 0.0
             continue
-        k, q, t, _inside = _lookup(env_hat, i, s, lo, step, n_int, slot_block, types, ntypes,
-                                   type_one_side)
-        r = [ti.cast(env_hat[i, s, c], ti.f64) for c in ti.static(range(4))]
-        acc = ti.Vector([0.0, 0.0, 0.0, 0.0], ti.f64)   # sums over m: vectorised by the compiler
-        acc_ds = 0.0
+        k, q, t64, _inside = _lookup(env_hat, i, s, lo, step, n_int, slot_block, types, ntypes,
+                                     type_one_side)
+        t = ti.cast(t64, real)
+        r = [ti.cast(env_hat[i, s, c], real) for c in ti.static(range(4))]
+        acc = ti.Vector.zero(real, 4)   # sums over m: vectorised by the compiler
+        acc_ds = ti.cast(0.0, real)
         for m in range(grad_t.shape[2]):
-            g = ti.cast(coeffs[k, q, 5, m], ti.f64)
-            dg = 5.0 * g
+            g = ti.cast(coeffs[k, q, 5, m], real)
+            dg = ti.cast(5, real) * g
             for p in ti.static(range(4, 0, -1)):
                 g = g * t + coeffs[k, q, p, m]
-                dg = dg * t + p * coeffs[k, q, p, m]
+                dg = dg * t + ti.cast(p, real) * coeffs[k, q, p, m]
             g = g * t + coeffs[k, q, 0, m]
-            gt = [ti.cast(grad_t[i, c, m], ti.f64) for c in ti.static(range(4))]
+            gt = [ti.cast(grad_t[i, c, m], real) for c in ti.static(range(4))]
             for c in ti.static(range(4)):
                 acc[c] += gt[c] * g
             acc_ds += (gt[0] * r[0] + gt[1] * r[1] + gt[2] * r[2] + gt[3] * r[3]) * dg

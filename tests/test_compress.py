@@ -79,6 +79,7 @@ def test_gpu_thread_layout_equals_cpu_layout():
     """The forward kernel's GPU branch (a thread per atom and channel) run on the CPU gives
     the CPU branch's numbers, so the branch CI cannot run on a GPU is still exercised."""
     from dpengine.backend import init_taichi
+    import taichi as ti
     from taichi_kernels.tabulate import tabulated_forward
     init_taichi("cpu")
     rng = np.random.default_rng(5)
@@ -96,6 +97,6 @@ def test_gpu_thread_layout_equals_cpu_layout():
         t_mat = torch.zeros(n, 4, m, dtype=torch.float64)
         outside = torch.zeros(1, dtype=torch.int32)
         tabulated_forward(env_hat, types, slot_block, slot_rank, filled, coeffs, 0.0, 0.01, 2, 1,
-                          t_mat, outside, per_atom)
+                          t_mat, outside, per_atom, ti.f64)
         out.append(t_mat)
     assert torch.equal(out[0], out[1]) and out[0].abs().sum() > 0
