@@ -13,6 +13,7 @@ import torch
 
 from dpengine.backend import init_taichi
 from dpengine.model.io import eager_copy, load_network
+from dpengine.model.network import symmetric_descriptor
 from dpengine.potential import PotentialResult
 
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
@@ -233,9 +234,8 @@ class DeepPotential:
             else:
                 mask = (types == k % ntypes).to(env.dtype)
                 t_mat = t_mat + (empty[:, t_j] * mask)[:, None, None] * term[k % ntypes]
-        t_mat = t_mat / self.nnei
-        d = torch.matmul(t_mat.transpose(1, 2), t_mat[:, :, :self.net.axis_neuron])
-        return self.net.fitting_energy(d.reshape(env.shape[0], -1), types)
+        d = symmetric_descriptor(t_mat / self.nnei, self.net.axis_neuron)
+        return self.net.fitting_energy(d, types)
 
     def _check_overflow(self, type_counts: torch.Tensor) -> None:
         over = type_counts > self._sel

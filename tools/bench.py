@@ -155,8 +155,10 @@ def main():
     if fixture.is_file():
         from dpengine.model.import_deepmd import import_deepmd
         model = import_deepmd(fixture, tmp / "water.pt")
+        model_note = "DeePMD-kit's water example (fixture frozen_model.pth, imported)"
     else:
         model = REPO / "inputs" / "water" / "water.pt"
+        model_note = "the shipped inputs/water/water.pt"
     meta = read_metadata(model)
     compressed = compress_model(model, tmp / "water-c.pt")
     gemm = gemm_rate(device=args.device)
@@ -189,7 +191,18 @@ def main():
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".json").write_text(json.dumps(report, indent=1))
     where = report.get("gpu") or f"{report['cpus']} cores, torch threads {report['torch_threads']}"
-    lines = [f"Measured {report['date']} on {report['device']} ({where}); "
+    deepmd_note = (f"one `DeepPot.eval` of the same model by DeePMD-kit in the same run (up to "
+                   f"{args.deepmd_max_rep ** 3 * 192:,} atoms)" if args.deepmd_python
+                   else "not measured in this run")
+    lines = [f"# Performance ({report['device']})", "",
+             "Written by `tools/bench.py` (the command below regenerates this file). One MD "
+             "step = neighbour-list check + environment + networks + forces + velocity "
+             f"Verlet, median of {args.steps} steps after 3 warm-up steps, on the shipped "
+             f"water box replicated r×r×r; model: {model_note}, and its `dpengine compress` "
+             f"table. DeePMD-kit column: {deepmd_note}. GEMM fraction: the model's FLOPs per "
+             "step (DeePMD-kit layout: every sel slot, forward and backward) over the step "
+             "time, divided by the float64 matrix-multiply rate measured in the same run.", "",
+             f"Measured {report['date']} on {report['device']} ({where}); "
              f"float64 GEMM {report['gemm_float64_gflops']:.1f} GFLOP/s; model "
              f"{flops / 1e6:.2f} MFLOP/atom/step (DeePMD-kit layout); peak memory "
              f"{peak:.0f} MB.", "", f"Command: `{report['command']}`", "",

@@ -236,7 +236,7 @@ def predict(net, batch: Batch, forces: bool = True, virial: bool = False,
     if not t_mat.requires_grad:
         t_mat.requires_grad_(True)       # the fallback differentiates the fitting in Tᵀ
     m2 = net.axis_neuron
-    d = torch.bmm(t_mat.transpose(1, 2), t_mat[:, :, :m2]).reshape(n_all, -1)    # Tᵀ T[:, :M2]
+    d = net.descriptor_of(t_mat)                                                # Tᵀ T[:, :M2]
     kinds = [fitting_kinds(fit) for fit in net.fittings]
     if all(k is not None for k in kinds):
         # e and A = ∂e/∂D from one Function per centre type; Q = ∂E/∂Tᵀ by the product rule
