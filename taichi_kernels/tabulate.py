@@ -3,7 +3,8 @@
 Table layout: coeffs[k, q, p, m] (p = 0..5) for embedding net k, interval q (x in
 [lo + q·h, lo + (q+1)·h)) and channel m: G_m(x) = Σ_p c_p t^p with t = x − lo − q·h.
 Channels are innermost, so the loops over m read contiguous coefficients and the CPU
-compiler vectorises them. G is never stored: both kernels evaluate it on the fly.
+compiler vectorises them. G is never stored: both kernels evaluate it on the fly, in the
+precision ``real`` of the model (float32 tables and sums for a float32 model).
 
     T[i, c, m] = Σ_s R̂[i, s, c] · G_m(R̂[i, s, 0])                        (forward)
     ∂L/∂R̂[i, s, c] = Σ_m ∂L/∂T[i, c, m] · G_m(x_s)
