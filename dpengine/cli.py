@@ -132,8 +132,23 @@ def _unavailable(exc) -> int:
     return 2
 
 
+def _choose_omp_wait_policy(command: str) -> None:
+    """``dpengine train``: OpenMP threads wait actively (unless the user chose a policy).
+
+    A training step is hundreds of small torch ops and no Taichi kernel (the geometry is
+    cached once), so spinning threads cost nothing there and save a wake-up per op (2 cores:
+    0.103 -> 0.093 s/step on the water example). Must run before torch is imported."""
+    import os
+
+    import dpengine
+    if command == "train" and not dpengine.OMP_WAIT_POLICY_FROM_USER \
+            and "torch" not in sys.modules:
+        os.environ["OMP_WAIT_POLICY"] = "ACTIVE"
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    _choose_omp_wait_policy(args.command)
     from dpengine.config import ConfigError
     from dpengine.run import InputError
     from dpengine.model.import_deepmd import ImportError_

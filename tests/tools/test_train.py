@@ -371,3 +371,22 @@ def test_virial_training_and_test(small_data, tmp_path):
     assert any(l.startswith("Virial RMSE") for l in lines)
     assert np.loadtxt(tmp_path / "d.v.out").shape == (4, 18)
     assert result["average"]["v_rmse"] > 0
+
+
+@pytest.mark.parametrize("user_policy, expected", [(None, "ACTIVE"), ("PASSIVE", "PASSIVE")])
+def test_train_command_chooses_active_openmp_waiting(user_policy, expected):
+    """`dpengine train` switches OpenMP to active waiting before torch loads (through the
+    real CLI entry: parse, then choose), unless the user set OMP_WAIT_POLICY."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if user_policy:
+        env["OMP_WAIT_POLICY"] = user_policy
+    code = ("import os, sys, dpengine.cli as c\n"
+            "args = c.build_parser().parse_args(['train', 'x.toml'])\n"
+            "c._choose_omp_wait_policy(args.command)\n"
+            "print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [expected, "False"]

@@ -32,15 +32,6 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    import os
-    import sys
-
-    import dpengine
-    if not dpengine.OMP_WAIT_POLICY_FROM_USER and "torch" not in sys.modules:
-        # A training step is hundreds of small torch ops and no Taichi kernel (the geometry
-        # is cached once): OpenMP threads that spin between ops instead of sleeping save a
-        # wake-up per op (2 cores: 0.103 -> 0.093 s/step on the water example).
-        os.environ["OMP_WAIT_POLICY"] = "ACTIVE"
     from dpengine.config import ConfigError
     from dpengine_tools.train.config import load_config
     from dpengine_tools.train.data import DataError
