@@ -3,7 +3,8 @@
 One force call:
   1. ``build_env`` (Taichi): Verlet list → slots, r_ij and the raw environment matrix R.
   2. networks (TorchScript, float64 or float32): atomic energies e_i(R), and
-     g = ∂E/∂R by torch autograd.
+     g = ∂E/∂R by torch autograd; for a compressed model, Taichi table kernels take R to
+     T = R̂ᵀG and ∂E/∂T back to g, around the fitting nets (torch).
   3. ``assemble_forces`` (Taichi): F = −Σ gᵀ ∂R/∂r, W = −Σ r ⊗ gᵀ ∂R/∂r.
 Geometry and force assembly stay in float64 whatever the network precision.
 """
@@ -18,6 +19,7 @@ from dpengine.potential import PotentialResult
 
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 CPU_CHUNK_ROWS = 32768   # neighbour rows per pass through the uncompressed networks (CPU)
+TABULATED_FIT_CHUNK = 2048   # atoms per pass through the fitting nets, compressed path (CPU)
 
 
 class DeepPotential:
@@ -39,19 +41,9 @@ class DeepPotential:
         scripted, self.metadata = load_network(path, str(self.device), self.dtype)
         self.net = eager_copy(scripted, self.metadata) or scripted
         self.table = self.metadata.pop("compression", None)  # compressed embedding nets
-        if self.table is not None:
-            self.metadata["compression"] = {k: v for k, v in self.table.items() if k != "coeffs"}
-            # file layout [net, interval, channel, power] → the kernels' [net, interval, power,
-            # channel] (channels contiguous: taichi_kernels.tabulate), in the model's precision
-            # (the kernels evaluate G and sum T in it)
-            self.table["coeffs"] = (self.table["coeffs"].permute(0, 1, 3, 2)
-                                    .to(self.dtype).contiguous())
-            self._empty_terms = self.net.empty_slot_terms().detach()
         self.table_misses = 0
         self._warned_table = False
         self._one_side = bool(self.metadata["type_one_side"])
-        if self.table is not None:
-            self.table["_outside"] = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.type_map = list(self.metadata["type_map"])
         self.sel = [int(s) for s in self.metadata["sel"]]
         self.cutoff = float(self.metadata["rcut"])
@@ -70,6 +62,21 @@ class DeepPotential:
         self._has_compact = hasattr(self.net, "forward_compact")
         self.compact = not self.sort_by_distance and self._has_compact
         self._compact_cache: dict[tuple, torch.Tensor] = {}
+        if self.table is not None:
+            self.metadata["compression"] = {k: v for k, v in self.table.items() if k != "coeffs"}
+            # file layout [net, interval, channel, power] → the kernels' [net, interval, power,
+            # channel] (channels contiguous: taichi_kernels.tabulate), in the model's precision
+            # (the kernels evaluate G and sum T in it)
+            self.table["coeffs"] = (self.table["coeffs"].permute(0, 1, 3, 2)
+                                    .to(self.dtype).contiguous())
+            self.table["_outside"] = torch.zeros(1, dtype=torch.int32, device=self.device)
+            self._empty_terms = self.net.empty_slot_terms().detach()
+            self._davg = self.net.davg.detach().contiguous()
+            self._dstd = self.net.dstd.detach().contiguous()
+            self._slot_block = torch.tensor([t for t, w in enumerate(self.sel) for _ in range(w)],
+                                            dtype=torch.int32, device=self.device)
+            self._slot_rank = torch.tensor([r for w in self.sel for r in range(w)],
+                                           dtype=torch.int32, device=self.device)
         self.sel_overflow = 0
         self.max_neighbors = [0] * len(self.sel)
         self._warned_overflow = False
@@ -129,7 +136,28 @@ class DeepPotential:
 
         n = positions.shape[0]
         geometry = self.environment(positions, box, types, nlist)
+        types64 = types.to(torch.int64)
+        e_atom = None
+        if self.table is not None:
+            e_atom, grad = self._tabulated(geometry, types, types64)
+            slot_j, slot_rij = geometry["slot_j"], geometry["slot_rij"]
+        if e_atom is None:
+            slot_j, slot_rij, e_atom, grad = self._networks(geometry, types64)
+        forces = self._buffer("forces", (n, 3), torch.float64)
+        pair_grad = self._buffer("pair_grad", (n, slot_j.shape[1], 3), torch.float64)
+        atom_virial = self._buffer("atom_virial", (n, 3, 3), torch.float64)
+        assemble_forces(slot_j, slot_rij, grad.contiguous(), self.cutoff, self.rcut_smth,
+                        pair_grad, forces, atom_virial, self.device.type == "cpu")
+        return PotentialResult(e_atom.sum().to(torch.float64), forces.clone(),
+                               atom_virial.sum(dim=0),
+                               e_atom.to(torch.float64) if atom_energy else None)
+
+    def _networks(self, geometry: dict, types64: torch.Tensor):
+        """Atomic energies e [n] and g = ∂E/∂R through the embedding and fitting nets.
+
+        Returns (slot_j, slot_rij, e, g) on the slots used (compact widths)."""
         slot_j, slot_rij, env = geometry["slot_j"], geometry["slot_rij"], geometry["env"]
+        n = env.shape[0]
         # Compact slots: keep per block only as many slots as this frame's largest count
         # (rounded up to 8); the always-empty rest enters the network as a constant
         # (DeepPotSE.descriptor). A pure function of the current frame, so restarts stay
@@ -142,17 +170,12 @@ class DeepPotential:
             slot_j, slot_rij, env = (slot_j.index_select(1, index), slot_rij.index_select(1, index),
                                      env.index_select(1, index))
         width = slot_j.shape[1]
-        forces = self._buffer("forces", (n, 3), torch.float64)
-        pair_grad = self._buffer("pair_grad", (n, width, 3), torch.float64)
-        atom_virial = self._buffer("atom_virial", (n, 3, 3), torch.float64)
-        types64 = types.to(torch.int64)
         # The networks of atom i see only its own rows, so atoms can go through them in
-        # chunks: on the CPU the uncompressed embedding nets' activations of ≤ 32k rows stay
-        # in cache (one 12,288-atom block would stream GBs through memory), which keeps the
-        # cost per atom flat. Same arithmetic per atom. (The compressed path stores no
-        # activations per row; chunks only cost it parallelism: measured 1.5× slower.)
+        # chunks: on the CPU the embedding nets' activations of ≤ 32k rows stay in cache
+        # (one 12,288-atom block would stream GBs through memory), which keeps the cost per
+        # atom flat. Same arithmetic per atom.
         chunk = n
-        if self.table is None and self.device.type == "cpu":
+        if self.device.type == "cpu":
             n_chunks = -(-(n * width) // CPU_CHUNK_ROWS)
             chunk = max(1, -(-n // max(n_chunks, 1)))           # balanced chunks
         e_parts, grad = [], None
@@ -160,8 +183,10 @@ class DeepPotential:
             hi = min(n, lo + chunk)
             env_in = env[lo:hi].detach().to(self.dtype).requires_grad_(True)
             with torch.enable_grad():
-                e_chunk = self._atom_energies(env_in, types64[lo:hi], widths,
-                                              geometry["type_counts"][lo:hi])
+                if self._has_compact:
+                    e_chunk = self.net.forward_compact(env_in, types64[lo:hi], widths)
+                else:
+                    e_chunk = self.net(env_in, types64[lo:hi])
                 (g,) = torch.autograd.grad(e_chunk.sum(), env_in)
             if hi - lo == n:
                 grad = g
@@ -171,71 +196,70 @@ class DeepPotential:
                 grad[lo:hi] = g
             e_parts.append(e_chunk.detach())
         e_atom = e_parts[0] if len(e_parts) == 1 else torch.cat(e_parts)
-        assemble_forces(slot_j, slot_rij, grad.contiguous(), self.cutoff, self.rcut_smth,
-                        pair_grad, forces, atom_virial, self.device.type == "cpu")
-        return PotentialResult(e_atom.sum().to(torch.float64), forces.clone(),
-                               atom_virial.sum(dim=0),
-                               e_atom.to(torch.float64) if atom_energy else None)
+        return slot_j, slot_rij, e_atom, grad
 
-    def _atom_energies(self, env, types, widths, type_counts):
-        """Atomic energies [n] (model precision) of rows env [n, Σ widths, 4], differentiable
-        in env; type_counts [n, ntypes] int32: neighbours of each type inside r_c."""
-        if self.table is not None:
-            e_atom = self._compressed_energy(env, types, widths, type_counts)
-            if e_atom is not None:
-                return e_atom
-        if self._has_compact:
-            return self.net.forward_compact(env, types, widths)
-        return self.net(env, types)
+    def _tabulated(self, geometry: dict, types: torch.Tensor, types64: torch.Tensor):
+        """(e [n], g = ∂E/∂R [n, nnei, 4] float64) with the tabulated embedding nets, or
+        (None, None) if an input lies off the table (the caller then runs the networks).
 
-    def _compressed_energy(self, env, types, widths, type_counts):
-        """Atomic energies with the tabulated embedding (None if an input is off the table).
-
-        The kernels visit only the filled slots (min(type_counts, sel) per block, stored
-        first); every empty slot of net k adds the same r̂ᵀG(r̂₀), added here as a constant.
+        T is summed by a Taichi kernel straight from the raw R of the filled slots
+        (min(type_counts, sel) per block, stored first); every empty slot of net k adds the
+        same r̂ᵀG(r̂₀), added here as a constant. The fitting part runs in chunks of atoms (its
+        temporaries stay small); the backward kernel then turns ∂E/∂T into ∂E/∂R.
         """
-        key = ("blocks",) + tuple(widths)
-        if key not in self._compact_cache:
-            blocks = [t for t, w in enumerate(widths) for _ in range(w)]
-            ranks = [r for w in widths for r in range(w)]
-            self._compact_cache[key] = (
-                torch.tensor(blocks, dtype=torch.int32, device=self.device),
-                torch.tensor(ranks, dtype=torch.int32, device=self.device))
-        slot_block, slot_rank = self._compact_cache[key]
+        from taichi_kernels.tabulate import tabulated_backward, tabulated_forward
+        env, type_counts = geometry["env"], geometry["type_counts"]
+        n, ntypes = env.shape[0], len(self.sel)
         if self.compact:
-            filled = torch.minimum(type_counts, self._sel)                   # [n, ntypes]
+            filled = torch.minimum(type_counts, self._sel).contiguous()      # [n, ntypes]
         else:   # per-slot statistics: empty slots differ, the kernels visit every slot
-            filled = self._sel.expand(type_counts.shape[0], -1)
-        index = self._compact_index(widths)
-        davg, dstd = self.net.davg, self.net.dstd
-        if index is not None:
-            davg, dstd = davg.index_select(1, index), dstd.index_select(1, index)
-        env_hat = (env - davg[types]) / dstd[types]
-        types32 = types.to(torch.int32)
-        t_mat = _Tabulated.apply(env_hat, types32, slot_block, slot_rank, filled.contiguous(),
-                                 self.table, self._one_side)
-        outside = int(self.table["_outside"][0])
-        if outside:
+            filled = self._sel.expand(n, -1).contiguous()
+        coeffs = self.table["coeffs"]
+        n_channels = coeffs.shape[3]
+        real = _real(self.dtype)
+        on_cpu = self.device.type == "cpu"
+        kernel_args = (env, self._davg, self._dstd, types, self._slot_block, self._slot_rank,
+                       filled, coeffs, self.table["lo"], self.table["step"],
+                       ntypes_of(coeffs, self._one_side), int(self._one_side))
+        t_mat = self._buffer("t_mat", (n, 4, n_channels), self.dtype)
+        outside = self.table["_outside"]
+        outside.zero_()
+        tabulated_forward(*kernel_args, t_mat, outside, n_channels if on_cpu else 0, real)
+        n_outside = int(outside[0])
+        if n_outside:
             self.table_misses += 1
             if not self._warned_table:
                 self._warned_table = True
-                warnings.warn(f"{self.path}: {outside} inputs lie outside the compression table "
-                              f"[{self.table['lo']:.3f}, {self.table['hi']:.3f}]; such force calls "
-                              "use the uncompressed network", RuntimeWarning, stacklevel=3)
-            return None
-        # the empty slots, in the compact blocks or left out of them: a constant per slot
-        ntypes = len(self.sel)
-        empty = (self._sel - filled).to(env.dtype)                           # [n, ntypes]
+                warnings.warn(f"{self.path}: {n_outside} inputs lie outside the compression "
+                              f"table [{self.table['lo']:.3f}, {self.table['hi']:.3f}]; such "
+                              "force calls use the uncompressed network", RuntimeWarning,
+                              stacklevel=3)
+            return None, None
+        # the empty slots: a constant r̂ᵀG(r̂₀) per slot and embedding net
+        empty = (self._sel - filled).to(self.dtype)                           # [n, ntypes]
         for k in range(self._empty_terms.shape[0]):
             t_j = k if self._one_side else k // ntypes
-            term = self._empty_terms[k].to(env.dtype)                         # [ntypes, 4, M]
+            term = self._empty_terms[k]                                        # [ntypes, 4, M]
             if self._one_side:
-                t_mat = t_mat + empty[:, t_j, None, None] * term[types]
+                t_mat += empty[:, t_j, None, None] * term[types64]
             else:
-                mask = (types == k % ntypes).to(env.dtype)
-                t_mat = t_mat + (empty[:, t_j] * mask)[:, None, None] * term[k % ntypes]
-        d = symmetric_descriptor(t_mat / self.nnei, self.net.axis_neuron)
-        return self.net.fitting_energy(d, types)
+                mask = (types64 == k % ntypes).to(self.dtype)
+                t_mat += (empty[:, t_j] * mask)[:, None, None] * term[k % ntypes]
+        grad_t = self._buffer("grad_t", (n, 4, n_channels), self.dtype)
+        e_parts = []
+        chunk = TABULATED_FIT_CHUNK if on_cpu else n
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            t_in = t_mat[lo:hi].detach().requires_grad_(True)
+            with torch.enable_grad():
+                d = symmetric_descriptor(t_in / self.nnei, self.net.axis_neuron)
+                e_chunk = self.net.fitting_energy(d, types64[lo:hi])
+                (g,) = torch.autograd.grad(e_chunk.sum(), t_in)
+            grad_t[lo:hi] = g
+            e_parts.append(e_chunk.detach())
+        grad = self._buffer("env_grad", tuple(env.shape), torch.float64)
+        tabulated_backward(*kernel_args, grad_t, grad, real)
+        return (e_parts[0] if len(e_parts) == 1 else torch.cat(e_parts)), grad
 
     def _check_overflow(self, type_counts: torch.Tensor) -> None:
         over = type_counts > self._sel
@@ -249,39 +273,6 @@ class DeepPotential:
                           f"model's sel ({detail}); the nearest are kept, as DeePMD-kit does. "
                           "The thermo log counts such atoms in its sel_overflow column.",
                           RuntimeWarning, stacklevel=2)
-
-
-class _Tabulated(torch.autograd.Function):
-    """T = Σ_s R̂ᵀ G(R̂₀) with tabulated G (Taichi forward and backward kernels)."""
-
-    @staticmethod
-    def forward(ctx, env_hat, types, slot_block, slot_rank, filled, table, one_side):
-        from taichi_kernels.tabulate import tabulated_forward
-        coeffs = table["coeffs"]
-        env_hat = env_hat.detach().contiguous()
-        n_channels = coeffs.shape[3]
-        t_mat = torch.empty(env_hat.shape[0], 4, n_channels, dtype=env_hat.dtype,
-                            device=env_hat.device)
-        outside = table["_outside"]
-        outside.zero_()
-        tabulated_forward(env_hat, types, slot_block, slot_rank, filled, coeffs, table["lo"],
-                          table["step"], ntypes_of(coeffs, one_side), int(one_side), t_mat,
-                          outside, n_channels if env_hat.device.type == "cpu" else 0,
-                          _real(env_hat.dtype))
-        ctx.save_for_backward(env_hat, types, slot_block, slot_rank, filled)
-        ctx.table, ctx.one_side = table, one_side
-        return t_mat
-
-    @staticmethod
-    def backward(ctx, grad_t):
-        from taichi_kernels.tabulate import tabulated_backward
-        env_hat, types, slot_block, slot_rank, filled = ctx.saved_tensors
-        coeffs = ctx.table["coeffs"]
-        grad_env = torch.empty_like(env_hat)
-        tabulated_backward(env_hat, types, slot_block, slot_rank, filled, coeffs,
-                           ctx.table["lo"], ctx.table["step"], ntypes_of(coeffs, ctx.one_side),
-                           int(ctx.one_side), grad_t.contiguous(), grad_env, _real(env_hat.dtype))
-        return grad_env, None, None, None, None, None, None
 
 
 def _real(dtype: torch.dtype):
