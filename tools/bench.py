@@ -53,6 +53,17 @@ print(json.dumps(dict(seconds=float(np.median(times)))))
 """
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def gemm_rate(n: int = 2048, dtype=torch.float64, device="cpu") -> float:
     """FLOP/s of an n³ matrix product in torch (best of 3)."""
     a = torch.randn(n, n, dtype=dtype, device=device)
@@ -182,7 +193,7 @@ def main():
                 print(json.dumps(row), flush=True)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    report = dict(date=time.strftime("%Y-%m-%d"), machine=platform.processor() or platform.machine(),
+    report = dict(date=time.strftime("%Y-%m-%d"), machine=cpu_name(),
                   cpus=os.cpu_count(), torch_threads=torch.get_num_threads(), device=args.device,
                   gemm_float64_gflops=gemm / 1e9, model_flops_per_atom=flops,
                   peak_memory_mb=peak, command=" ".join(sys.argv), rows=rows)
@@ -190,7 +201,8 @@ def main():
         report["gpu"] = torch.cuda.get_device_name()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".json").write_text(json.dumps(report, indent=1))
-    where = report.get("gpu") or f"{report['cpus']} cores, torch threads {report['torch_threads']}"
+    where = report.get("gpu") or (f"{report['machine']}, {report['cpus']} cores, torch threads "
+                                  f"{report['torch_threads']}")
     deepmd_note = (f"one `DeepPot.eval` of the same model by DeePMD-kit in the same run (up to "
                    f"{args.deepmd_max_rep ** 3 * 192:,} atoms)" if args.deepmd_python
                    else "not measured in this run")
@@ -201,7 +213,8 @@ def main():
              f"water box replicated r×r×r; model: {model_note}, and its `dpengine compress` "
              f"table. DeePMD-kit column: {deepmd_note}. GEMM fraction: the model's FLOPs per "
              "step (DeePMD-kit layout: every sel slot, forward and backward) over the step "
-             "time, divided by the float64 matrix-multiply rate measured in the same run.", "",
+             "time, divided by the float64 matrix-multiply rate measured in the same run."
+             + (" GPU figures: performance_cuda.md." if args.device == "cpu" else ""), "",
              f"Measured {report['date']} on {report['device']} ({where}); "
              f"float64 GEMM {report['gemm_float64_gflops']:.1f} GFLOP/s; model "
              f"{flops / 1e6:.2f} MFLOP/atom/step (DeePMD-kit layout); peak memory "
