@@ -91,7 +91,7 @@ class DeepPotential:
 
     def _buffer(self, name: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
         buf = self._buffers.get(name)
-        if buf is None or tuple(buf.shape) != shape:
+        if buf is None or tuple(buf.shape) != shape or buf.dtype != dtype:
             buf = torch.empty(shape, dtype=dtype, device=self.device)
             self._buffers[name] = buf
         return buf
@@ -204,8 +204,8 @@ class DeepPotential:
 
         T is summed by a Taichi kernel straight from the raw R of the filled slots
         (min(type_counts, sel) per block, stored first); every empty slot of net k adds the
-        same r̂ᵀG(r̂₀), added here as a constant. The fitting part runs in chunks of atoms (its
-        temporaries stay small); the backward kernel then turns ∂E/∂T into ∂E/∂R.
+        same r̂ᵀG(r̂₀), added here as a constant. The fitting part runs in chunks of atoms
+        (its temporaries stay small); the backward kernel then turns ∂E/∂T into ∂E/∂R.
         """
         from taichi_kernels.tabulate import tabulated_backward, tabulated_forward
         env, type_counts = geometry["env"], geometry["type_counts"]
@@ -257,7 +257,7 @@ class DeepPotential:
                 (g,) = torch.autograd.grad(e_chunk.sum(), t_in)
             grad_t[lo:hi] = g
             e_parts.append(e_chunk.detach())
-        grad = self._buffer("env_grad", tuple(env.shape), torch.float64)
+        grad = self._buffer("env_grad_tabulated", tuple(env.shape), torch.float64)
         tabulated_backward(*kernel_args, grad_t, grad, real)
         return (e_parts[0] if len(e_parts) == 1 else torch.cat(e_parts)), grad
 

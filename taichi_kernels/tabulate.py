@@ -9,8 +9,8 @@ precision ``real`` of the model (float32 tables and sums for a float32 model).
     R̂[i, s, c] = (R[i, s, c] − davg[t_i, s, c]) / dstd[t_i, s, c]        (normalised input)
     T[i, c, m] = Σ_s R̂[i, s, c] · G_m(R̂[i, s, 0])                        (forward)
     ∂L/∂R[i, s, c] = (Σ_m ∂L/∂T[i, c, m] · G_m(x_s)
-                     + δ_c0 Σ_m (Σ_c' ∂L/∂T[i, c', m] R̂[i, s, c']) · G'_m(x_s)) / dstd[t_i, s, c]
-                                                                          (backward)
+                      + δ_c0 Σ_m (Σ_c' ∂L/∂T[i, c', m] R̂[i, s, c']) · G'_m(x_s))
+                     / dstd[t_i, s, c]                                     (backward)
 The kernels read the raw environment matrix R (float64, as the geometry kernel writes it)
 and the statistics, so no normalised copy of R is ever stored.
 

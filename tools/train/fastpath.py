@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
+from dpengine.model.network import symmetric_descriptor
+
 from .fitting import (_DOUBLE as _RES_DOUBLE, _EQUAL as _RES_EQUAL, FittingWithGrad,
                       fitting_kinds, fitting_params, tanh_layer_kinds)
 
@@ -236,7 +238,7 @@ def predict(net, batch: Batch, forces: bool = True, virial: bool = False,
     if not t_mat.requires_grad:
         t_mat.requires_grad_(True)       # the fallback differentiates the fitting in Tᵀ
     m2 = net.axis_neuron
-    d = net.descriptor_of(t_mat)                                                # Tᵀ T[:, :M2]
+    d = symmetric_descriptor(t_mat, m2)                                         # Tᵀ T[:, :M2]
     kinds = [fitting_kinds(fit) for fit in net.fittings]
     if all(k is not None for k in kinds):
         # e and A = ∂e/∂D from one Function per centre type; Q = ∂E/∂Tᵀ by the product rule
