@@ -72,7 +72,7 @@ class DeepPotential:
             self.table["_outside"] = torch.zeros(1, dtype=torch.int32, device=self.device)
             self._empty_terms = self.net.empty_slot_terms().detach()
             self._davg = self.net.davg.detach().contiguous()
-            self._dstd = self.net.dstd.detach().contiguous()
+            self._inv_dstd = (1.0 / self.net.dstd.detach()).contiguous()
             self._slot_block = torch.tensor([t for t, w in enumerate(self.sel) for _ in range(w)],
                                             dtype=torch.int32, device=self.device)
             self._slot_rank = torch.tensor([r for w in self.sel for r in range(w)],
@@ -218,7 +218,7 @@ class DeepPotential:
         n_channels = coeffs.shape[3]
         real = _real(self.dtype)
         on_cpu = self.device.type == "cpu"
-        kernel_args = (env, self._davg, self._dstd, types, self._slot_block, self._slot_rank,
+        kernel_args = (env, self._davg, self._inv_dstd, types, self._slot_block, self._slot_rank,
                        filled, coeffs, self.table["lo"], self.table["step"],
                        ntypes_of(coeffs, self._one_side), int(self._one_side))
         t_mat = self._buffer("t_mat", (n, 4, n_channels), self.dtype)

@@ -86,7 +86,7 @@ def test_gpu_thread_layout_equals_cpu_layout():
     n, widths, m, n_int = 7, [8, 16], 5, 40
     env = torch.tensor(rng.uniform(0.0, 0.35, (n, sum(widths), 4)))
     davg = torch.tensor(rng.uniform(-0.01, 0.01, (2, sum(widths), 4)))
-    dstd = torch.tensor(rng.uniform(0.9, 1.1, (2, sum(widths), 4)))
+    inv_dstd = torch.tensor(rng.uniform(0.9, 1.1, (2, sum(widths), 4)))
     coeffs = torch.tensor(rng.normal(size=(2, n_int, 6, m)))
     slot_block = torch.tensor([t for t, w in enumerate(widths) for _ in range(w)],
                               dtype=torch.int32)
@@ -98,7 +98,7 @@ def test_gpu_thread_layout_equals_cpu_layout():
     for per_atom in (m, 0):
         t_mat = torch.zeros(n, 4, m, dtype=torch.float64)
         outside = torch.zeros(1, dtype=torch.int32)
-        tabulated_forward(env, davg, dstd, types, slot_block, slot_rank, filled, coeffs, 0.0,
+        tabulated_forward(env, davg, inv_dstd, types, slot_block, slot_rank, filled, coeffs, 0.0,
                           0.01, 2, 1, t_mat, outside, per_atom, ti.f64)
         out.append(t_mat)
     assert torch.equal(out[0], out[1]) and out[0].abs().sum() > 0
