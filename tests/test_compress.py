@@ -77,7 +77,8 @@ def test_compress_needs_a_minimum_distance(tmp_path, capsys):
 
 def test_gpu_thread_layout_equals_cpu_layout():
     """The forward kernel's GPU branch (a thread per atom and channel) run on the CPU gives
-    the CPU branch's numbers, so the branch CI cannot run on a GPU is still exercised."""
+    the CPU branch's numbers (to round-off), so the branch CI cannot run on a GPU is still
+    exercised."""
     from dpengine.backend import init_taichi
     import taichi as ti
     from taichi_kernels.tabulate import tabulated_forward
@@ -101,4 +102,6 @@ def test_gpu_thread_layout_equals_cpu_layout():
         tabulated_forward(env, davg, inv_dstd, types, slot_block, slot_rank, filled, coeffs, 0.0,
                           0.01, 2, 1, t_mat, outside, per_atom, ti.f64)
         out.append(t_mat)
-    assert torch.equal(out[0], out[1]) and out[0].abs().sum() > 0
+    # equal up to the order of the floating-point operations the compiler chose
+    torch.testing.assert_close(out[0], out[1], rtol=1e-13, atol=1e-13)
+    assert out[0].abs().sum() > 0
