@@ -4,6 +4,7 @@ Usage (DeePMD-kit from ../shared/bench/install-deepmd-kit.sh /tmp/venv-deepmd):
 
     python tools/bench_train.py [--deepmd-venv /tmp/venv-deepmd] [--steps 100] [--budget 600]
                                 [--threads 1] [--workdir /tmp/bench_train] [--sequential]
+                                [--repeats 1]
 
 Both programs train DeePMD-kit's water example (se_e2_a, float64, sel [46, 92], rcut 6 Å,
 embedding [25, 50, 100], axis 16, fitting [240, 240, 240], batch 1) on data_0..2 with the
@@ -25,6 +26,8 @@ same hyper-parameters (``../shared/fixtures/deepmd_se_e2_a/input.json`` and its 
 
 By default the two programs run at the same time (each with ``--threads`` threads), so
 that they share whatever load the machine has; ``--sequential`` runs one after the other.
+``--repeats N`` repeats part 1 N times (with ``--sequential`` the order alternates, so that
+a drift of the machine's speed does not favour one program) and reports the medians.
 Results: printed, and written to WORKDIR/bench_train.json.
 """
 from __future__ import annotations
@@ -33,6 +36,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import threading
@@ -211,13 +215,16 @@ def test_dpengine(work: Path, threads: int) -> dict:
     return _rmse(out.stdout)
 
 
-def run_pair(args, tag: str, steps_dp: int, steps_dpe: int, disp_dp: int, disp_dpe: int):
-    """Train both programs (at the same time unless --sequential); returns their folders and
-    the timing of their training loops."""
+def run_pair(args, tag: str, steps_dp: int, steps_dpe: int, disp_dp: int, disp_dpe: int,
+             dpengine_first: bool = False):
+    """Train both programs (at the same time unless --sequential, then DeePMD-kit first unless
+    ``dpengine_first``); returns their folders and the timing of their training loops."""
     work = args.workdir / tag
     makers = [lambda: start_deepmd(args.deepmd_venv, work / "deepmd", steps_dp, disp_dp,
                                    args.threads),
               lambda: start_dpengine(work / "dpengine", steps_dpe, disp_dpe, args.threads)]
+    if dpengine_first:
+        makers.reverse()
     jobs = []
     if args.sequential:
         for make in makers:
@@ -239,6 +246,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench_train"))
     parser.add_argument("--sequential", action="store_true")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds of the speed measurement (medians reported; with "
+                             "--sequential the order alternates between rounds)")
     args = parser.parse_args(argv)
     if not (args.deepmd_venv / "bin" / "dp").is_file():
         print(f"DeePMD-kit not found in {args.deepmd_venv}; run "
@@ -248,20 +258,34 @@ def main(argv=None) -> int:
     result = dict(threads=args.threads, concurrent=not args.sequential, steps=args.steps,
                   machine=os.uname().nodename, load_average_start=os.getloadavg())
     disp = max(1, args.steps // 20)
-    t0 = time.time()
-    dp_dir, dpe_dir, timing = run_pair(args, "speed", args.steps, 3 * args.steps, disp, 3 * disp)
-    dpk, dpe = timing["DeePMD-kit"], timing["dpengine"]
-    sp = result["speed"] = dict(
-        deepmd_s_per_step=dpk["wall_s_per_step"], dpengine_s_per_step=dpe["wall_s_per_step"],
-        speedup_wall=dpk["wall_s_per_step"] / dpe["wall_s_per_step"],
-        speedup_cpu=dpk["cpu_s_per_step"] / dpe["cpu_s_per_step"], timing=timing,
-        deepmd_own_average=deepmd_seconds_per_step(dp_dir),
-        dpengine_own_average=dpengine_seconds_per_step(dpe_dir), wall_seconds=time.time() - t0)
-    print(f"speed: DeePMD-kit {dpk['wall_s_per_step']:.3f} s/step wall, "
-          f"{dpk['cpu_s_per_step']:.3f} s/step CPU; dpengine {dpe['wall_s_per_step']:.3f} s/step "
-          f"wall, {dpe['cpu_s_per_step']:.3f} s/step CPU; ratio {sp['speedup_wall']:.2f}x wall, "
-          f"{sp['speedup_cpu']:.2f}x CPU (own averages: {sp['deepmd_own_average']:.3f} / "
-          f"{sp['dpengine_own_average']:.3f} s/step)", flush=True)
+    rounds = []
+    for k in range(args.repeats):
+        t0 = time.time()
+        dp_dir, dpe_dir, timing = run_pair(args, f"speed-{k}", args.steps, 3 * args.steps, disp,
+                                           3 * disp, dpengine_first=k % 2 == 1)
+        dpk, dpe = timing["DeePMD-kit"], timing["dpengine"]
+        rounds.append(dict(
+            deepmd_s_per_step=dpk["wall_s_per_step"], dpengine_s_per_step=dpe["wall_s_per_step"],
+            speedup_wall=dpk["wall_s_per_step"] / dpe["wall_s_per_step"],
+            speedup_cpu=dpk["cpu_s_per_step"] / dpe["cpu_s_per_step"], timing=timing,
+            deepmd_own_average=deepmd_seconds_per_step(dp_dir),
+            dpengine_own_average=dpengine_seconds_per_step(dpe_dir),
+            wall_seconds=time.time() - t0))
+        r = rounds[-1]
+        print(f"speed, round {k + 1}/{args.repeats}: DeePMD-kit {dpk['wall_s_per_step']:.3f} s/step "
+              f"wall, {dpk['cpu_s_per_step']:.3f} s/step CPU; dpengine "
+              f"{dpe['wall_s_per_step']:.3f} s/step wall, {dpe['cpu_s_per_step']:.3f} s/step CPU; "
+              f"ratio {r['speedup_wall']:.2f}x wall, {r['speedup_cpu']:.2f}x CPU (own averages: "
+              f"{r['deepmd_own_average']:.3f} / {r['dpengine_own_average']:.3f} s/step)", flush=True)
+    sp = result["speed"] = {key: statistics.median(r[key] for r in rounds) for key in (
+        "deepmd_s_per_step", "dpengine_s_per_step", "speedup_wall", "speedup_cpu")}
+    sp["rounds"] = rounds
+    if args.repeats > 1:
+        each = ", ".join(f"{r['speedup_wall']:.2f}" for r in rounds)
+        print(f"speed, median of {args.repeats} rounds: DeePMD-kit {sp['deepmd_s_per_step']:.3f} "
+              f"s/step, dpengine {sp['dpengine_s_per_step']:.3f} s/step; ratio "
+              f"{sp['speedup_wall']:.2f}x wall (rounds: {each}), "
+              f"{sp['speedup_cpu']:.2f}x CPU", flush=True)
     if args.budget > 0:
         steps_dp = max(20, int(args.budget / sp["deepmd_s_per_step"]))
         steps_dpe = max(20, int(args.budget / sp["dpengine_s_per_step"]))
