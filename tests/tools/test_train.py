@@ -155,12 +155,28 @@ def test_frozen_model_equals_checkpoint(small_data, tmp_path):
             assert torch.equal(a, b), name
 
 
-@pytest.mark.parametrize("fit_act", ["tanh", "gelu"])
-def test_fast_path_matches_autograd_two_side(small_data, fit_act):
+def shuffled_system(src: Path, dst: Path, seed: int = 5) -> Path:
+    """A copy of ``src`` (one set) with its atoms in a random order (types no longer sorted)."""
+    (dst / "set.000").mkdir(parents=True)
+    shutil.copy(src / "type_map.raw", dst)
+    types = np.loadtxt(src / "type.raw", dtype=int)
+    order = np.random.default_rng(seed).permutation(len(types))
+    np.savetxt(dst / "type.raw", types[order], fmt="%d")
+    for name in ("coord", "box", "energy", "force"):
+        x = np.load(src / "set.000" / f"{name}.npy")
+        if name in ("coord", "force"):
+            x = x.reshape(len(x), -1, 3)[:, order].reshape(len(x), -1)
+        np.save(dst / "set.000" / f"{name}.npy", x)
+    return dst
+
+
+@pytest.mark.parametrize("fit_act, shuffled", [("tanh", False), ("gelu", False), ("tanh", True)])
+def test_fast_path_matches_autograd_two_side(small_data, tmp_path, fit_act, shuffled):
     """Energies, forces, virial and the gradients of a force+energy+virial loss of the fast
     path equal plain autograd (double backpropagation) through DeepPotSE, for a two-side
     model with resnet_dt (a harder case than the water example); a gelu fitting net takes
-    the autograd fallback for the fitting part."""
+    the autograd fallback for the fitting part; atoms not sorted by type take the scatter
+    path of the fitting's per-type results."""
     from dpengine.model.reference import evaluate_reference
     from dpengine_tools.train.features import EnvironmentProvider, GeometryCache
     from dpengine_tools.train.fastpath import predict
@@ -173,7 +189,8 @@ def test_fast_path_matches_autograd_two_side(small_data, fit_act):
         "data": {"train": [str(train[0])]}, "training": {"steps": 1}}, "t", tmp)["model"]
     net = build_network(model, [16, 32])
     init_parameters(net, 3)
-    system = load_system(train[0], ["O", "H"])
+    system = load_system(shuffled_system(train[0], tmp_path / "shuffled") if shuffled
+                         else train[0], ["O", "H"])
     cache = GeometryCache(system, EnvironmentProvider(net), [16, 32])
     st = stats.EnvStat(2)
     cache.add_stats(st, range(system.n_frames))
@@ -182,7 +199,9 @@ def test_fast_path_matches_autograd_two_side(small_data, fit_act):
         net.davg.copy_(torch.as_tensor(davg))
         net.dstd.copy_(torch.as_tensor(dstd))
     cache.finalize(net.davg, net.dstd, torch.float64, virial=True, type_one_side=net.type_one_side)
-    fast = predict(net, cache.batch([1]), virial=True)
+    batch = cache.batch([1])
+    assert (batch.type_ranges is None) == shuffled
+    fast = predict(net, batch, virial=True)
     ref = evaluate_reference(net, system.coords[1], system.boxes[1], system.types,
                              create_graph=True)
     assert float(fast["energy"][0].detach()) == pytest.approx(float(ref["energy"].detach()), rel=1e-14)

@@ -214,7 +214,8 @@ class Batch:
     jac [A, W, 4, 3] ∂r̂/∂r (Å⁻²); nbr [A·W] int64 global neighbour index (the atom itself
     for empty and virtual slots); rij [A, W, 3] Å or None (needed for the virial);
     types [A] int64; blocks: slot range [lo, hi) of each neighbour type;
-    type_index: global indices of the atoms of each centre type;
+    type_index: global indices of the atoms of each centre type; type_ranges: the same as
+    [lo, hi) ranges when the atoms are sorted by type (else None);
     labels energy [B] eV, force [B, N, 3] eV/Å, virial [B, 9] eV or None.
     """
 
@@ -227,6 +228,7 @@ class Batch:
     types: torch.Tensor
     blocks: list[tuple[int, int]]
     type_index: list[torch.Tensor]
+    type_ranges: list[tuple[int, int]] | None
     n_frames: int
     n_atoms: int
     energy: torch.Tensor
@@ -275,14 +277,22 @@ def predict(net, batch: Batch, forces: bool = True, virial: bool = False,
     kinds = [fitting_kinds(fit) for fit in net.fittings]
     if all(k is not None for k in kinds):
         # e and A = ∂e/∂D from one Function per centre type; Q = ∂E/∂Tᵀ by the product rule
-        atom_e = torch.zeros(n_all, dtype=dtype, device=d.device)
-        grad_d = torch.zeros_like(d) if forces else None
+        per_type = []
         for t, fit in enumerate(net.fittings):
             idx = batch.type_index[t]
             if idx.numel():
-                e_t, a_t = FittingWithGrad.apply(d.index_select(0, idx), kinds[t],
-                                                 *fitting_params(fit))
-                atom_e = atom_e.index_put((idx,), e_t + net.energy_bias[t])
+                d_t = (d.index_select(0, idx) if batch.type_ranges is None
+                       else d[batch.type_ranges[t][0]:batch.type_ranges[t][1]])
+                e_t, a_t = FittingWithGrad.apply(d_t, kinds[t], *fitting_params(fit))
+                per_type.append((idx, e_t + net.energy_bias[t], a_t))
+        if batch.type_ranges is not None:       # sorted by type: concatenate, no scatter
+            atom_e = torch.cat([e for _, e, _ in per_type])
+            grad_d = torch.cat([a for _, _, a in per_type]) if forces else None
+        else:
+            atom_e = torch.zeros(n_all, dtype=dtype, device=d.device)
+            grad_d = torch.zeros_like(d) if forces else None
+            for idx, e_t, a_t in per_type:
+                atom_e = atom_e.index_put((idx,), e_t)
                 if forces:
                     grad_d = grad_d.index_put((idx,), a_t)
         energy = atom_e.view(batch.n_frames, batch.n_atoms).sum(1)

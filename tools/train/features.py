@@ -181,7 +181,8 @@ class GeometryCache:
             force=torch.as_tensor(sysm.forces, dtype=dtype, device=dev),
             virial=None if sysm.virial is None else torch.as_tensor(sysm.virial, dtype=dtype,
                                                                     device=dev))
-        self._type_index: dict[int, list[torch.Tensor]] = {}
+        self._type_index: dict[int, tuple] = {}
+        self._single: dict[int, Batch] = {}
         del self.env, self.deriv, self.slot_j
         if not virial:
             del self.rij
@@ -226,9 +227,18 @@ class GeometryCache:
         self.emb_s = [x.to(device) for x in self.emb_s]
         self.emb_index = [x.to(device) for x in self.emb_index]
         self._type_index = {}
+        self._single = {}          # frame -> its one-frame Batch (views; built once)
 
     def batch(self, frames) -> Batch:
         """A :class:`~.fastpath.Batch` of the frames ``frames`` (list of indices)."""
+        if len(frames) == 1:
+            k = int(frames[0])
+            if k not in self._single:
+                self._single[k] = self._batch(frames)
+            return self._single[k]
+        return self._batch(frames)
+
+    def _batch(self, frames) -> Batch:
         tens = self.tensors
         b, n = len(frames), self.n_atoms
         dev = tens["rhat"].device
@@ -244,8 +254,12 @@ class GeometryCache:
             nbr = nbr + (torch.arange(b, device=dev) * n).view(b, 1, 1)
         if b not in self._type_index:
             types = self.types.repeat(b)
-            self._type_index[b] = [torch.nonzero(types == t).squeeze(1)
-                                   for t in range(len(self.sel))]
+            index = [torch.nonzero(types == t).squeeze(1) for t in range(len(self.sel))]
+            ranges = None
+            if bool((types[1:] >= types[:-1]).all()):           # sorted by type
+                ranges = [(int(ix[0]), int(ix[-1]) + 1) if ix.numel() else (0, 0)
+                          for ix in index]
+            self._type_index[b] = index, ranges
         emb_s, emb_index = [], []
         for s_k, i_k in zip(self.emb_s, self.emb_index):
             u = s_k.shape[1]
@@ -259,7 +273,8 @@ class GeometryCache:
                      jac=pick(tens["jac"]).reshape(b * n, w, 4, 3), nbr=nbr.reshape(-1),
                      rij=None if tens["rij"] is None else pick(tens["rij"]).reshape(b * n, w, 3),
                      types=self.types.repeat(b), blocks=self.blocks,
-                     type_index=self._type_index[b], n_frames=b, n_atoms=n,
+                     type_index=self._type_index[b][0], type_ranges=self._type_index[b][1],
+                     n_frames=b, n_atoms=n,
                      energy=pick(lab["energy"]), force=pick(lab["force"]),
                      virial=None if lab["virial"] is None else pick(lab["virial"]))
 
