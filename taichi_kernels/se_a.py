@@ -13,6 +13,8 @@ Environment row and its Jacobian (d = r_ij, r = |d|):
 """
 import taichi as ti
 
+from taichi_kernels import spread
+
 Vec3 = ti.types.vector(3, ti.f64)
 Vec4 = ti.types.vector(4, ti.f64)
 Mat43 = ti.types.matrix(4, 3, ti.f64)
@@ -91,85 +93,89 @@ def build_env(positions: ti.types.ndarray(ndim=2), box: ti.types.ndarray(ndim=2)
     ntypes = sec.shape[0] - 1
     nnei = slot_j.shape[1]
     rc2 = rcut * rcut
-    for i in range(positions.shape[0]):
-        xi = Vec3(positions[i, 0], positions[i, 1], positions[i, 2])
-        for t in range(ntypes):
-            type_counts[i, t] = 0
-        for k in range(counts[i]):
-            j = neighbors[i, k]
-            d = Vec3(positions[j, 0], positions[j, 1], positions[j, 2]) - xi
-            if periodic:
-                for a in ti.static(range(3)):
-                    d += ti.cast(images[i, k, a], ti.f64) * Vec3(box[a, 0], box[a, 1], box[a, 2])
-            r2 = d.dot(d)
-            if r2 < rc2:
-                t = types[j]
-                c = type_counts[i, t]
-                type_counts[i, t] = c + 1
+    stride = spread(positions.shape[0])     # see taichi_kernels.spread
+    for idx in range(positions.shape[0] * stride):
+        if idx % stride == 0:
+            i = idx // stride
+            xi = Vec3(positions[i, 0], positions[i, 1], positions[i, 2])
+            for t in range(ntypes):
+                type_counts[i, t] = 0
+            for k in range(counts[i]):
+                j = neighbors[i, k]
+                d = Vec3(positions[j, 0], positions[j, 1], positions[j, 2]) - xi
+                if periodic:
+                    for a in ti.static(range(3)):
+                        d += ti.cast(images[i, k, a], ti.f64) * Vec3(box[a, 0], box[a, 1],
+                                                                     box[a, 2])
+                r2 = d.dot(d)
+                if r2 < rc2:
+                    t = types[j]
+                    c = type_counts[i, t]
+                    type_counts[i, t] = c + 1
+                    base = sec[t]
+                    cap = sec[t + 1] - base
+                    key = _pair_key(j, images[i, k, 0], images[i, k, 1], images[i, k, 2])
+                    if c < cap:
+                        slot_j[i, base + c] = j
+                        slot_key[i, base + c] = key
+                        for a in ti.static(range(3)):
+                            slot_rij[i, base + c, a] = d[a]
+                    else:  # more than sel[t]: keep the nearest, replace the farthest kept one
+                        far = -1
+                        far_r2 = r2
+                        for s in range(base, base + cap):
+                            rs2 = (slot_rij[i, s, 0] ** 2 + slot_rij[i, s, 1] ** 2
+                                   + slot_rij[i, s, 2] ** 2)
+                            if rs2 > far_r2:
+                                far_r2 = rs2
+                                far = s
+                        if far >= 0:
+                            slot_j[i, far] = j
+                            slot_key[i, far] = key
+                            for a in ti.static(range(3)):
+                                slot_rij[i, far, a] = d[a]
+            for t in range(ntypes):
                 base = sec[t]
                 cap = sec[t + 1] - base
-                key = _pair_key(j, images[i, k, 0], images[i, k, 1], images[i, k, 2])
-                if c < cap:
-                    slot_j[i, base + c] = j
-                    slot_key[i, base + c] = key
+                filled = ti.min(type_counts[i, t], cap)
+                for s in range(base + filled, base + cap):
+                    slot_j[i, s] = -1
                     for a in ti.static(range(3)):
-                        slot_rij[i, base + c, a] = d[a]
-                else:  # more than sel[t]: keep the nearest, replace the farthest kept one
-                    far = -1
-                    far_r2 = r2
-                    for s in range(base, base + cap):
-                        rs2 = (slot_rij[i, s, 0] ** 2 + slot_rij[i, s, 1] ** 2
-                               + slot_rij[i, s, 2] ** 2)
-                        if rs2 > far_r2:
-                            far_r2 = rs2
-                            far = s
-                    if far >= 0:
-                        slot_j[i, far] = j
-                        slot_key[i, far] = key
+                        slot_rij[i, s, a] = 0.0
+                # insertion sort of the filled part (nearly sorted already when the Verlet
+                # rows are sorted, so O(n) in the usual case)
+                for s in range(base + 1, base + filled):
+                    key_j = slot_j[i, s]
+                    key_k = slot_key[i, s]
+                    key = Vec3(slot_rij[i, s, 0], slot_rij[i, s, 1], slot_rij[i, s, 2])
+                    key_r2 = key.dot(key)
+                    q = s - 1
+                    while q >= base:
+                        before = True
+                        if sort_by_distance:
+                            rq2 = (slot_rij[i, q, 0] ** 2 + slot_rij[i, q, 1] ** 2
+                                   + slot_rij[i, q, 2] ** 2)
+                            before = rq2 < key_r2 or (rq2 == key_r2 and slot_key[i, q] <= key_k)
+                        else:
+                            before = slot_key[i, q] <= key_k
+                        if before:
+                            break
+                        slot_j[i, q + 1] = slot_j[i, q]
+                        slot_key[i, q + 1] = slot_key[i, q]
                         for a in ti.static(range(3)):
-                            slot_rij[i, far, a] = d[a]
-        for t in range(ntypes):
-            base = sec[t]
-            cap = sec[t + 1] - base
-            filled = ti.min(type_counts[i, t], cap)
-            for s in range(base + filled, base + cap):
-                slot_j[i, s] = -1
-                for a in ti.static(range(3)):
-                    slot_rij[i, s, a] = 0.0
-            # insertion sort of the filled part (nearly sorted already when the Verlet
-            # rows are sorted, so O(n) in the usual case)
-            for s in range(base + 1, base + filled):
-                key_j = slot_j[i, s]
-                key_k = slot_key[i, s]
-                key = Vec3(slot_rij[i, s, 0], slot_rij[i, s, 1], slot_rij[i, s, 2])
-                key_r2 = key.dot(key)
-                q = s - 1
-                while q >= base:
-                    before = True
-                    if sort_by_distance:
-                        rq2 = (slot_rij[i, q, 0] ** 2 + slot_rij[i, q, 1] ** 2
-                               + slot_rij[i, q, 2] ** 2)
-                        before = rq2 < key_r2 or (rq2 == key_r2 and slot_key[i, q] <= key_k)
-                    else:
-                        before = slot_key[i, q] <= key_k
-                    if before:
-                        break
-                    slot_j[i, q + 1] = slot_j[i, q]
-                    slot_key[i, q + 1] = slot_key[i, q]
+                            slot_rij[i, q + 1, a] = slot_rij[i, q, a]
+                        q -= 1
+                    slot_j[i, q + 1] = key_j
+                    slot_key[i, q + 1] = key_k
                     for a in ti.static(range(3)):
-                        slot_rij[i, q + 1, a] = slot_rij[i, q, a]
-                    q -= 1
-                slot_j[i, q + 1] = key_j
-                slot_key[i, q + 1] = key_k
-                for a in ti.static(range(3)):
-                    slot_rij[i, q + 1, a] = key[a]
-        for s in range(nnei):
-            row = Vec4(0.0)
-            if slot_j[i, s] >= 0:
-                row = env_row(Vec3(slot_rij[i, s, 0], slot_rij[i, s, 1], slot_rij[i, s, 2]),
-                              rcut, rcut_smth)
-            for c in ti.static(range(4)):
-                env[i, s, c] = row[c]
+                        slot_rij[i, q + 1, a] = key[a]
+            for s in range(nnei):
+                row = Vec4(0.0)
+                if slot_j[i, s] >= 0:
+                    row = env_row(Vec3(slot_rij[i, s, 0], slot_rij[i, s, 1], slot_rij[i, s, 2]),
+                                  rcut, rcut_smth)
+                for c in ti.static(range(4)):
+                    env[i, s, c] = row[c]
 
 
 @ti.kernel
@@ -184,25 +190,28 @@ def assemble_forces(slot_j: ti.types.ndarray(ndim=2), slot_rij: ti.types.ndarray
     pair_grad [N,nnei,3] is scratch. With ``deterministic`` the scatter to F_j runs in a
     fixed order (bit-reproducible on the CPU); otherwise it uses atomics (GPU).
     """
-    for i in range(slot_j.shape[0]):
-        f_i = Vec3(0.0)
-        w = ti.Matrix.zero(ti.f64, 3, 3)
-        for s in range(slot_j.shape[1]):
-            de_dd = Vec3(0.0)
-            if slot_j[i, s] >= 0:
-                d = Vec3(slot_rij[i, s, 0], slot_rij[i, s, 1], slot_rij[i, s, 2])
-                jac = env_jacobian(d, rcut, rcut_smth)
-                g = Vec4(ti.cast(grad_env[i, s, 0], ti.f64), ti.cast(grad_env[i, s, 1], ti.f64),
-                         ti.cast(grad_env[i, s, 2], ti.f64), ti.cast(grad_env[i, s, 3], ti.f64))
-                de_dd = jac.transpose() @ g
-                f_i += de_dd
-                w -= d.outer_product(de_dd)
+    stride = spread(slot_j.shape[0])     # see taichi_kernels.spread
+    for idx in range(slot_j.shape[0] * stride):
+        if idx % stride == 0:
+            i = idx // stride
+            f_i = Vec3(0.0)
+            w = ti.Matrix.zero(ti.f64, 3, 3)
+            for s in range(slot_j.shape[1]):
+                de_dd = Vec3(0.0)
+                if slot_j[i, s] >= 0:
+                    d = Vec3(slot_rij[i, s, 0], slot_rij[i, s, 1], slot_rij[i, s, 2])
+                    jac = env_jacobian(d, rcut, rcut_smth)
+                    g = Vec4(ti.cast(grad_env[i, s, 0], ti.f64), ti.cast(grad_env[i, s, 1], ti.f64),
+                             ti.cast(grad_env[i, s, 2], ti.f64), ti.cast(grad_env[i, s, 3], ti.f64))
+                    de_dd = jac.transpose() @ g
+                    f_i += de_dd
+                    w -= d.outer_product(de_dd)
+                for a in ti.static(range(3)):
+                    pair_grad[i, s, a] = de_dd[a]
             for a in ti.static(range(3)):
-                pair_grad[i, s, a] = de_dd[a]
-        for a in ti.static(range(3)):
-            forces[i, a] = f_i[a]
-            for b in ti.static(range(3)):
-                atom_virial[i, a, b] = w[a, b]
+                forces[i, a] = f_i[a]
+                for b in ti.static(range(3)):
+                    atom_virial[i, a, b] = w[a, b]
     if ti.static(deterministic):
         ti.loop_config(serialize=True)
         for i in range(slot_j.shape[0]):

@@ -20,6 +20,8 @@ t_j·ntypes + t_i when the model is not ``type_one_side``.
 """
 import taichi as ti
 
+from taichi_kernels import spread
+
 
 @ti.func
 def _interval(x: ti.f64, lo: ti.f64, step: ti.f64, n_int: ti.i32):
@@ -88,27 +90,30 @@ def tabulated_forward(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim
     """
     n_int = coeffs.shape[1]
     if ti.static(per_atom > 0):
-        for i in range(env.shape[0]):
-            # accumulators in thread-local arrays: the compiler then vectorises the m loop
-            acc = [ti.Vector.zero(real, per_atom) for _ in ti.static(range(4))]
-            n_out = 0
-            for s in range(env.shape[1]):
-                if slot_rank[s] < filled[i, slot_block[s]]:
-                    k, q, t, inside = _lookup(env, davg, inv_dstd, i, s, lo, step, n_int,
-                                              slot_block, types, ntypes, type_one_side)
-                    n_out += 1 - inside
-                    t_real = ti.cast(t, real)
-                    r = [ti.cast(_normalised(env, davg, inv_dstd, i, s, types[i], c), real)
-                         for c in ti.static(range(4))]
-                    for m in range(per_atom):
-                        g = _table_value(coeffs, k, q, m, t_real, real)
-                        for c in ti.static(range(4)):
-                            acc[c][m] += r[c] * g
-            for m in range(per_atom):
-                for c in ti.static(range(4)):
-                    t_mat[i, c, m] = acc[c][m]
-            if n_out > 0:
-                ti.atomic_add(outside[0], n_out)
+        stride = spread(env.shape[0])     # see taichi_kernels.spread
+        for idx in range(env.shape[0] * stride):
+            if idx % stride == 0:
+                i = idx // stride
+                # accumulators in thread-local arrays: the compiler then vectorises the m loop
+                acc = [ti.Vector.zero(real, per_atom) for _ in ti.static(range(4))]
+                n_out = 0
+                for s in range(env.shape[1]):
+                    if slot_rank[s] < filled[i, slot_block[s]]:
+                        k, q, t, inside = _lookup(env, davg, inv_dstd, i, s, lo, step, n_int,
+                                                  slot_block, types, ntypes, type_one_side)
+                        n_out += 1 - inside
+                        t_real = ti.cast(t, real)
+                        r = [ti.cast(_normalised(env, davg, inv_dstd, i, s, types[i], c), real)
+                             for c in ti.static(range(4))]
+                        for m in range(per_atom):
+                            g = _table_value(coeffs, k, q, m, t_real, real)
+                            for c in ti.static(range(4)):
+                                acc[c][m] += r[c] * g
+                for m in range(per_atom):
+                    for c in ti.static(range(4)):
+                        t_mat[i, c, m] = acc[c][m]
+                if n_out > 0:
+                    ti.atomic_add(outside[0], n_out)
     else:
         for i, m in ti.ndrange(env.shape[0], t_mat.shape[2]):
             acc = ti.Vector.zero(real, 4)

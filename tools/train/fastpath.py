@@ -48,21 +48,23 @@ def _layer_kinds(mlp) -> tuple[tuple[int, bool], ...]:
 
 
 class EmbeddingTangent(torch.autograd.Function):
-    """(G, G' = dG/ds) of a tanh embedding net at scalar inputs s, with a hand-written backward.
+    """(r̂ᵀG, G, G' = dG/ds) of a tanh embedding net at scalar inputs s, hand-differentiated.
 
-    forward(s [U] distinct ŝ values, index [A, W] int64 (the row of s of each slot), kinds,
-    W₁, b₁, idt₁, W₂, …) → (G, G' = dG/ds) of every slot, each [A, W, M]. Inside, the
-    activations are feature-major, [width, U] (MKL multiplies such operands markedly
-    faster than [U, width] ones); the slots get rows. The nets run on the U distinct inputs only — a pair i–j of atoms of
-    one type gives the same ŝ in the environments of i and of j, and all empty slots of a
-    centre type share one — and are gathered to the slots (their gradients summed back). Value and
-    tangent activations are stacked, X = [x; ẋ] [2, width, P], so a layer is two GEMMs with
-    one weight matrix. Per layer (h = tanh z, d = 1 − h²):
+    forward(s [U] distinct ŝ values, index [A, W] int64 (the row of s of each slot),
+    r̂ [A, W, 4] (the slots' environment rows), kinds, W₁, b₁, idt₁, W₂, …) →
+    (r̂ᵀG [A, 4, M], G [A, W, M], G' [A, W, M]) of the slots. The nets run on the U distinct
+    inputs only — a pair i–j of atoms of one type gives the same ŝ in the environments of
+    i and of j, and all empty slots of a centre type share one — and are gathered to the
+    slots (their gradients summed back). Inside, the activations are feature-major,
+    [width, U] (MKL multiplies such operands markedly faster than [U, width] ones); value
+    and tangent are stacked, X = [x; ẋ] [2, width, U], so a layer is two GEMMs with one
+    weight matrix. Per layer (h = tanh z, d = 1 − h²):
 
-        z = Wᵀx + b,  ż = Wᵀẋ,  y = idt·h + res(x),  ẏ = idt·d·ż + res(ẋ),   (x, ẋ) = (s, 1) at the input
+        z = Wᵀx + b,  ż = Wᵀẋ,  y = idt·h + res(x),  ẏ = idt·d·ż + res(ẋ),   (x, ẋ) = (s, 1)
 
     with tanh z evaluated as 2·sigmoid(2z) − 1 (half the cost of torch.tanh in float64,
-    equal to round-off). backward(Ḡ, Ḡ') → parameter gradients (Ȳ = [ȳ; ẏ̄] at the output):
+    equal to round-off). backward(T̄, Ḡ, Ḡ') → parameter gradients: Ḡ += r̂T̄ (one pass),
+    the slots summed onto their rows, then per layer (Ȳ = [ȳ; ẏ̄] at the output):
 
         ż̄ = idt·ẏ̄·d,   z̄ = (idt·ȳ − 2 idt·ẏ̄·ż·h)·d,   W̄ = x z̄ᵀ + ẋ ż̄ᵀ,   b̄ = Σ z̄,
         idt̄ = Σ (ȳ h + ẏ̄ d ż),   [x̄; ẋ̄] = W [z̄; ż̄] + resᵀ(Ȳ)
