@@ -13,8 +13,9 @@ import warnings
 import torch
 
 from dpengine.backend import init_taichi
+from dpengine.model.fitting_sweep import fitting_kinds, fitting_params, fitting_sweeps
 from dpengine.model.io import eager_copy, load_network
-from dpengine.model.network import symmetric_descriptor
+from dpengine.model.network import DeepPotSE, symmetric_descriptor
 from dpengine.potential import PotentialResult
 
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
@@ -40,6 +41,9 @@ class DeepPotential:
         self.path = str(path)
         scripted, self.metadata = load_network(path, str(self.device), self.dtype)
         self.net = eager_copy(scripted, self.metadata) or scripted
+        # per fitting net: its tanh layers' kinds for the explicit sweeps, or None (autograd)
+        self._fit_kinds = [fitting_kinds(f) if isinstance(self.net, DeepPotSE) else None
+                           for f in self.net.fittings]
         self.table = self.metadata.pop("compression", None)  # compressed embedding nets
         self.table_misses = 0
         self._warned_table = False
@@ -250,16 +254,44 @@ class DeepPotential:
         chunk = TABULATED_FIT_CHUNK if on_cpu else n
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)
-            t_in = t_mat[lo:hi].detach().requires_grad_(True)
-            with torch.enable_grad():
-                d = symmetric_descriptor(t_in / self.nnei, self.net.axis_neuron)
-                e_chunk = self.net.fitting_energy(d, types64[lo:hi])
-                (g,) = torch.autograd.grad(e_chunk.sum(), t_in)
-            grad_t[lo:hi] = g
-            e_parts.append(e_chunk.detach())
+            e_chunk, grad_t[lo:hi] = self._fitting_gradient(t_mat[lo:hi], types64[lo:hi])
+            e_parts.append(e_chunk)
         grad = self._buffer("env_grad_tabulated", tuple(env.shape), torch.float64)
         tabulated_backward(*kernel_args, grad_t, grad, real)
         return (e_parts[0] if len(e_parts) == 1 else torch.cat(e_parts)), grad
+
+    def _fitting_gradient(self, t_mat: torch.Tensor, types64: torch.Tensor):
+        """(e [n] eV, ∂E/∂T [n, 4, M]) from T = Σ_slots R̂ᵀG [n, 4, M] (not yet divided by K).
+
+        With S = T/K, D = SᵀS< and A = ∂e/∂D [M, M2] per atom, ∂E/∂S = S<Aᵀ + [SA | 0] and
+        ∂E/∂T = (∂E/∂S)/K. (e, A) of each type's tanh fitting net come from its forward and
+        reverse sweeps (:mod:`dpengine.model.fitting_sweep`, no autograd graph: ~10% of a
+        compressed force call saved); other fitting nets go through autograd."""
+        n, m2, k = t_mat.shape[0], self.net.axis_neuron, float(self.nnei)
+        s = t_mat / k
+        d = symmetric_descriptor(s, m2)
+        energy = torch.empty(n, dtype=d.dtype, device=d.device)
+        grad_d = torch.empty_like(d)
+        for t, fit in enumerate(self.net.fittings):
+            idx = torch.nonzero(types64 == t).squeeze(1)
+            if idx.numel() == 0:
+                continue
+            d_t = d.index_select(0, idx)
+            kinds = self._fit_kinds[t]
+            if kinds is not None:
+                with torch.no_grad():
+                    e_t, a_t, _ = fitting_sweeps(d_t, kinds, *fitting_params(fit))
+            else:
+                d_t.requires_grad_(True)
+                with torch.enable_grad():
+                    e_t = fit(d_t).squeeze(1)
+                    (a_t,) = torch.autograd.grad(e_t.sum(), d_t)
+            energy[idx] = e_t.detach() + self.net.energy_bias[t]
+            grad_d[idx] = a_t
+        a = grad_d.view(n, s.shape[2], m2)
+        grad_s = torch.bmm(s[:, :, :m2], a.transpose(1, 2))
+        grad_s[:, :, :m2] += torch.bmm(s, a)
+        return energy, grad_s.div_(k)
 
     def _check_overflow(self, type_counts: torch.Tensor) -> None:
         over = type_counts > self._sel

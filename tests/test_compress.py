@@ -43,13 +43,16 @@ def test_off_table_input_falls_back_to_the_network(water_model, compressed, devi
     assert np.array_equal(a["forces"], b["forces"])
 
 
-@pytest.mark.parametrize("type_one_side, per_slot", [(False, False), (True, True)])
-def test_compressed_float32_and_other_layout(tmp_path, device, type_one_side, per_slot):
+@pytest.mark.parametrize("type_one_side, per_slot, activation",
+                         [(False, False, "tanh"), (True, True, "tanh"), (True, False, "gelu")])
+def test_compressed_float32_and_other_layout(tmp_path, device, type_one_side, per_slot,
+                                             activation):
     """type_one_side = false, float32 networks, statistics that differ slot by slot (every
-    slot visited, none folded into the empty-slot constant): compressed = network."""
+    slot visited, none folded into the empty-slot constant), gelu nets (the fitting part
+    through autograd instead of the explicit tanh sweeps): compressed = network."""
     from conftest import random_se_a_model
     path = random_se_a_model(tmp_path / "m.pt", 2, type_one_side, davg_ramp=0.05 * per_slot,
-                             min_nbor_dist=0.8)
+                             activation=activation, min_nbor_dist=0.8)
     assert main(["compress", str(path), "-o", str(tmp_path / "c.pt"), "--step", "0.005"]) == 0
     rng = np.random.default_rng(4)
     box = np.diag([7.2, 7.2, 7.2])
@@ -62,6 +65,7 @@ def test_compressed_float32_and_other_layout(tmp_path, device, type_one_side, pe
         b = tab.evaluate(pos, box, types)
         assert tab.potential.table_misses == 0
         assert tab.potential.compact is not per_slot
+        assert all((kinds is None) == (activation != "tanh") for kinds in tab.potential._fit_kinds)
         assert abs(a["energy"] - b["energy"]) < tol * len(pos)
         assert np.abs(a["forces"] - b["forces"]).max() < tol
 
