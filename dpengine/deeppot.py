@@ -44,6 +44,7 @@ class DeepPotential:
         # per fitting net: its tanh layers' kinds for the explicit sweeps, or None (autograd)
         self._fit_kinds = [fitting_kinds(f) if isinstance(self.net, DeepPotSE) else None
                            for f in self.net.fittings]
+        self._fit_sweeps = all(k is not None for k in self._fit_kinds)
         self.table = self.metadata.pop("compression", None)  # compressed embedding nets
         self.table_misses = 0
         self._warned_table = False
@@ -187,11 +188,16 @@ class DeepPotential:
             hi = min(n, lo + chunk)
             env_in = env[lo:hi].detach().to(self.dtype).requires_grad_(True)
             with torch.enable_grad():
-                if self._has_compact:
-                    e_chunk = self.net.forward_compact(env_in, types64[lo:hi], widths)
+                if self._fit_sweeps:    # autograd through the embedding nets only
+                    t_mat = self.net.embedded_sum(env_in, types64[lo:hi], widths)
+                    e_chunk, grad_t = self._fitting_gradient(t_mat.detach(), types64[lo:hi])
+                    (g,) = torch.autograd.grad(t_mat, env_in, grad_outputs=grad_t)
                 else:
-                    e_chunk = self.net(env_in, types64[lo:hi])
-                (g,) = torch.autograd.grad(e_chunk.sum(), env_in)
+                    if self._has_compact:
+                        e_chunk = self.net.forward_compact(env_in, types64[lo:hi], widths)
+                    else:
+                        e_chunk = self.net(env_in, types64[lo:hi])
+                    (g,) = torch.autograd.grad(e_chunk.sum(), env_in)
             if hi - lo == n:
                 grad = g
             else:

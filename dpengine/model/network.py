@@ -202,7 +202,15 @@ class DeepPotSE(nn.Module):
 
     @torch.jit.export
     def descriptor(self, env: torch.Tensor, types: torch.Tensor, widths: List[int]) -> torch.Tensor:
-        """D [N, M·M2] from the raw environment matrix env [N, Σ widths, 4].
+        """D [N, M·M2] from the raw environment matrix env [N, Σ widths, 4]: the symmetric
+        descriptor of T/K (K = nnei; T from :meth:`embedded_sum`)."""
+        return symmetric_descriptor(self.embedded_sum(env, types, widths) / self.nnei,
+                                    self.axis_neuron)
+
+    @torch.jit.export
+    def embedded_sum(self, env: torch.Tensor, types: torch.Tensor,
+                     widths: List[int]) -> torch.Tensor:
+        """T = Σ_slots R̂ᵀ G(ŝ) [N, 4, M] from the raw environment matrix env [N, Σ widths, 4].
 
         Block t of ``env`` holds the first ``widths[t] ≤ sel[t]`` slots of neighbour type t.
         The ``sel[t] − widths[t]`` slots left out must be empty (R = 0); they enter T through
@@ -245,7 +253,7 @@ class DeepPotSE(nn.Module):
                 t_mat = t_mat + contrib
             else:
                 t_mat = t_mat.index_add(0, idx, contrib)
-        return symmetric_descriptor(t_mat / self.nnei, self.axis_neuron)
+        return t_mat
 
     def _empty_slot_value(self, t_j: int) -> torch.Tensor:
         """r̂ = −davg/dstd of an empty slot of block t_j, per centre type: [ntypes, 4]."""
