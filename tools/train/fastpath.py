@@ -32,11 +32,11 @@ from dataclasses import dataclass
 
 import torch
 
+from dpengine.model.fitting_sweep import (_DOUBLE as _RES_DOUBLE, _EQUAL as _RES_EQUAL,
+                                          fitting_kinds, fitting_params, tanh_layer_kinds)
 from dpengine.model.network import symmetric_descriptor
 
-from .fitting import (_DOUBLE as _RES_DOUBLE, _EQUAL as _RES_EQUAL, FittingWithGrad,
-                      fitting_kinds, fitting_params, tanh_layer_kinds)
-
+from .fitting import FittingWithGrad
 
 
 def _layer_kinds(mlp) -> tuple[tuple[int, bool], ...]:

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from dpengine.model.fitting_sweep import (_DOUBLE, _EQUAL, _res, _res_t,  # noqa: F401
-                                          fitting_kinds, fitting_params, fitting_sweeps,
-                                          tanh_layer_kinds)
+from dpengine.model.fitting_sweep import _res, _res_t, fitting_sweeps
 
 
 class FittingWithGrad(torch.autograd.Function):
