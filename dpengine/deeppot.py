@@ -13,13 +13,18 @@ import warnings
 import torch
 
 from dpengine.backend import init_taichi
-from dpengine.model.fitting_sweep import fitting_kinds, fitting_params, fitting_sweeps
+from dpengine.model.embedding_tangent import embedding_tangent
+from dpengine.model.fitting_sweep import (fitting_kinds, fitting_params, fitting_sweeps,
+                                          tanh_layer_kinds)
 from dpengine.model.io import eager_copy, load_network
 from dpengine.model.network import DeepPotSE, symmetric_descriptor
 from dpengine.potential import PotentialResult
 
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 CPU_CHUNK_ROWS = 32768   # neighbour rows per pass through the uncompressed networks (CPU)
+PAIR_CHUNK_ROWS = 16384   # slots per gather-and-contract pass, pair path (CPU)
+TANGENT_CHUNK_ROWS = 4000   # embedding inputs per tangent sweep (CPU; not a power of 2:
+#                             its transposed copy then hits one cache set)
 TABULATED_FIT_CHUNK = 2048   # atoms per pass through the fitting nets, compressed path (CPU)
 
 
@@ -45,7 +50,14 @@ class DeepPotential:
         self._fit_kinds = [fitting_kinds(f) if isinstance(self.net, DeepPotSE) else None
                            for f in self.net.fittings]
         self._fit_sweeps = all(k is not None for k in self._fit_kinds)
+        # per embedding net: its tanh layers' kinds for the tangent sweep, or None (autograd)
+        emb_kinds = [tanh_layer_kinds(e.layers) if isinstance(self.net, DeepPotSE) else None
+                     for e in self.net.embeddings]
+        self._emb_kinds = emb_kinds if all(k is not None for k in emb_kinds) else None
         self.table = self.metadata.pop("compression", None)  # compressed embedding nets
+        # r̂ᵀG(r̂₀) of an empty slot [n_emb, ntypes, 4, M], for the paths that add them apart
+        self._empty_terms = (self.net.empty_slot_terms().detach()
+                             if self.table is not None or self._emb_kinds is not None else None)
         self.table_misses = 0
         self._warned_table = False
         self._one_side = bool(self.metadata["type_one_side"])
@@ -75,7 +87,6 @@ class DeepPotential:
             self.table["coeffs"] = (self.table["coeffs"].permute(0, 1, 3, 2)
                                     .to(self.dtype).contiguous())
             self.table["_outside"] = torch.zeros(1, dtype=torch.int32, device=self.device)
-            self._empty_terms = self.net.empty_slot_terms().detach()
             self._davg = self.net.davg.detach().contiguous()
             self._inv_dstd = (1.0 / self.net.dstd.detach()).contiguous()
             self._slot_block = torch.tensor([t for t, w in enumerate(self.sel) for _ in range(w)],
@@ -95,11 +106,17 @@ class DeepPotential:
         return True
 
     def _buffer(self, name: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+        """A contiguous tensor of ``shape``, a view of storage kept under ``name`` between
+        calls (grown by a quarter when too small): sizes that change from step to step do
+        not allocate, and large ones do not page-fault fresh memory on every step."""
+        numel = 1
+        for size in shape:
+            numel *= int(size)
         buf = self._buffers.get(name)
-        if buf is None or tuple(buf.shape) != shape or buf.dtype != dtype:
-            buf = torch.empty(shape, dtype=dtype, device=self.device)
+        if buf is None or buf.numel() < numel or buf.dtype != dtype:
+            buf = torch.empty(numel + numel // 4, dtype=dtype, device=self.device)
             self._buffers[name] = buf
-        return buf
+        return buf[:numel].view(shape)
 
     def environment(self, positions, box, types, nlist) -> dict:
         """Slots and raw environment matrix of every atom (Taichi ``build_env``).
@@ -107,7 +124,8 @@ class DeepPotential:
         Returns views of internal buffers (valid until the next call): ``slot_j``
         int32 [N, nnei] (−1 empty), ``slot_rij`` float64 [N, nnei, 3] Å, ``env`` float64
         [N, nnei, 4], in DeePMD-kit's layout (blocks of sel[t] slots per neighbour type),
-        and ``type_counts`` int32 [N, ntypes]. Updates ``sel_overflow``/``max_neighbors``.
+        ``slot_key`` int64 [N, nnei] (the (j, image) key of filled slots) and ``type_counts``
+        int32 [N, ntypes]. Updates ``sel_overflow``/``max_neighbors``.
         """
         from taichi_kernels.se_a import build_env
 
@@ -123,7 +141,8 @@ class DeepPotential:
                   self._sec, self.cutoff, self.rcut_smth, int(box is not None),
                   self.sort_by_distance, slot_j, slot_rij, slot_key, env, type_counts)
         self._check_overflow(type_counts)
-        return dict(slot_j=slot_j, slot_rij=slot_rij, env=env, type_counts=type_counts)
+        return dict(slot_j=slot_j, slot_rij=slot_rij, slot_key=slot_key, env=env,
+                    type_counts=type_counts)
 
     def _compact_index(self, widths: list[int]) -> torch.Tensor | None:
         """Slot indices that keep the first widths[t] slots of each block (None: keep all)."""
@@ -162,7 +181,6 @@ class DeepPotential:
 
         Returns (slot_j, slot_rij, e, g) on the slots used (compact widths)."""
         slot_j, slot_rij, env = geometry["slot_j"], geometry["slot_rij"], geometry["env"]
-        n = env.shape[0]
         # Compact slots: keep per block only as many slots as this frame's largest count
         # (rounded up to 8); the always-empty rest enters the network as a constant
         # (DeepPotSE.descriptor). A pure function of the current frame, so restarts stay
@@ -174,6 +192,10 @@ class DeepPotential:
         if index is not None:
             slot_j, slot_rij, env = (slot_j.index_select(1, index), slot_rij.index_select(1, index),
                                      env.index_select(1, index))
+        if self.compact and self._emb_kinds is not None:
+            e_atom, grad = self._pair_networks(geometry, slot_j, env, widths, index, types64)
+            return slot_j, slot_rij, e_atom, grad
+        n = env.shape[0]
         width = slot_j.shape[1]
         # The networks of atom i see only its own rows, so atoms can go through them in
         # chunks: on the CPU the embedding nets' activations of ≤ 32k rows stay in cache
@@ -207,6 +229,136 @@ class DeepPotential:
             e_parts.append(e_chunk.detach())
         e_atom = e_parts[0] if len(e_parts) == 1 else torch.cat(e_parts)
         return slot_j, slot_rij, e_atom, grad
+
+    def _mirror_slots(self, geometry: dict, types: torch.Tensor, widths: list[int],
+                      index) -> torch.Tensor:
+        """mirror [n·W] int64: for each slot (i, c) of the compact layout (W = Σ widths),
+        the flat index j·W + c' of the slot of atom j holding the same pair seen from j
+        (Taichi ``pair_partners``; atoms i, j of one type), else −1."""
+        from taichi_kernels.se_a import pair_partners
+
+        slot_j = geometry["slot_j"]
+        n, width = slot_j.shape[0], sum(widths)
+        partner = self._buffer("partner", (n, self.nnei), torch.int32)
+        pair_partners(slot_j, geometry["slot_key"], types, geometry["type_counts"],
+                      self._sec, partner)
+        if index is not None:
+            partner = partner.index_select(1, index)
+        key = ("mirror", tuple(widths))
+        if key not in self._compact_cache:       # full column → compact column
+            column = torch.full((self.nnei,), -1, dtype=torch.long, device=self.device)
+            start = 0
+            for t, w in enumerate(widths):
+                sec = int(self._sec[t])
+                column[sec:sec + w] = torch.arange(start, start + w, device=self.device)
+                start += w
+            self._compact_cache[key] = column
+        column = self._compact_cache[key]
+        partner = partner.reshape(-1).to(torch.long)
+        mirror = (partner // self.nnei) * width + column[partner % self.nnei]
+        return torch.where(partner >= 0, mirror, -1)
+
+    @torch.no_grad()
+    def _pair_networks(self, geometry: dict, slot_j: torch.Tensor, env: torch.Tensor,
+                       widths: list[int], index, types64: torch.Tensor):
+        """(e [n], g = ∂E/∂R [n, W, 4]) with each embedding input evaluated once.
+
+        Per embedding net k (centre atoms C_k, neighbour block t): the two slots of a pair
+        of same-type atoms (i → j, r) and (j → i, −r) have the same input ŝ (and r̂ equal up
+        to the signs of its x, y, z entries), and all empty slots of a centre type share
+        one; the net runs on these U_k distinct inputs only (about half the filled slots
+        for water), in tangent mode (:func:`embedding_tangent`: G and G' = dG/dŝ [U_k, M],
+        no autograd). Then, gathering G to the slots p of atom i,
+
+            T_i = Σ_p r̂_p ⊗ G_p (+ the slots beyond the widths, a constant),
+            (e_i, ∂E/∂T_i) from the fitting nets (:meth:`_fitting_gradient`),
+            ∂E/∂r̂_p = (∂E/∂T_i) G_p + ê₀ (r̂_p · (∂E/∂T_i) G'_p),   g_p = (∂E/∂r̂_p) / dstd.
+
+        On the CPU the slots go through in chunks of ≤ PAIR_CHUNK_ROWS (temporaries stay
+        in cache); G and G' of all inputs are kept between the two passes.
+        """
+        n, width = env.shape[0], env.shape[1]
+        ntypes, dtype = len(self.sel), self.dtype
+        mirror = self._mirror_slots(geometry, types64.to(torch.int32), widths, index)
+        davg, dstd = self.net.davg, self.net.dstd
+        if index is not None:
+            davg, dstd = davg.index_select(1, index), dstd.index_select(1, index)
+        env_hat = torch.sub(env.to(dtype), davg[types64],
+                            out=self._buffer("env_hat", tuple(env.shape), dtype))
+        env_hat.div_(dstd[types64])                                          # [n, W, 4]
+        filled = (slot_j >= 0).reshape(-1)
+        flat = torch.arange(n * width, device=self.device)
+        own = filled & ((mirror < 0) | (flat < mirror))   # slots whose input is evaluated
+        row_of = torch.zeros(n * width, dtype=torch.long, device=self.device)
+        step = n if self.device.type != "cpu" else max(1, PAIR_CHUNK_ROWS // max(width, 1))
+        m = self._empty_terms.shape[-1]
+        t_mat = self._buffer("t_mat", (n, 4, m), dtype).zero_()
+        offsets = [0]
+        for w in widths:
+            offsets.append(offsets[-1] + w)
+        blocks = []
+        for k, net in enumerate(self.net.embeddings):
+            t_j = k if self._one_side else k // ntypes
+            cols = slice(offsets[t_j], offsets[t_j + 1])
+            w = widths[t_j]
+            centres = (torch.arange(n, device=self.device) if self._one_side
+                       else torch.nonzero(types64 == k % ntypes).squeeze(1))
+            if centres.numel() == 0:
+                continue
+            centre_types = types64[centres] if self._one_side else torch.full_like(
+                centres, k % ntypes)
+            missing = self.sel[t_j] - w          # slots left out: constant r̂ᵀG(r̂₀) each
+            if missing > 0:
+                _add_rows(t_mat, _contiguous_or_index(centres),
+                          missing * self._empty_terms[k][centre_types])
+            if w == 0:
+                continue
+            slots = (centres.unsqueeze(1) * width
+                     + torch.arange(cols.start, cols.stop, device=self.device)).reshape(-1)
+            is_own, is_filled = own[slots], filled[slots]
+            own_ids = slots[is_own]
+            n_own = own_ids.numel()
+            row_of[own_ids] = torch.arange(n_own, device=self.device)
+            mirrored = slots[is_filled & ~is_own]
+            row_of[mirrored] = row_of[mirror[mirrored]]
+            rows = torch.where(is_filled, row_of[slots],
+                               (n_own + centre_types).repeat_interleave(w)).view(-1, w)
+            inputs = torch.cat([env_hat[..., 0].reshape(-1)[own_ids],
+                                self.net._empty_slot_value(t_j)[:, 0].to(dtype)])
+            tangent = self._tangent_rows(inputs, self._emb_kinds[k], fitting_params(net),
+                                         f"tangent{k}")                      # [U, 2, M]
+            # 1/dstd of the block per centre type (block-uniform statistics), [ntypes, 1, 4]
+            inv_dstd = (1.0 / dstd[:, cols.start]).unsqueeze(1)
+            block = (_contiguous_or_index(centres), centre_types, cols, rows, tangent, inv_dstd)
+            blocks.append(block)
+            for part, lo, hi in _chunks(block[0], centres.numel(), step):
+                g_val = torch.index_select(tangent[:, 0], 0, rows[lo:hi].reshape(-1),
+                                           out=self._buffer("g_val", ((hi - lo) * w, m), dtype))
+                contrib = torch.bmm(env_hat[part, cols].transpose(1, 2), g_val.view(-1, w, m))
+                _add_rows(t_mat, part, contrib)
+        e_atom, grad_t = self._fitting_gradient(t_mat, types64)
+        q_mat = grad_t.transpose(1, 2).contiguous()                              # [n, M, 4]
+        grad = self._buffer("env_grad", (n, width, 4), dtype)
+        for centres, centre_types, cols, rows, tangent, inv_dstd in blocks:
+            w = cols.stop - cols.start
+            for part, lo, hi in _chunks(centres, centre_types.numel(), step):
+                both = torch.index_select(tangent, 0, rows[lo:hi].reshape(-1), out=self._buffer(
+                    "g_both", ((hi - lo) * w, 2, m), dtype)).view(hi - lo, 2 * w, m)
+                g_both = torch.bmm(both, q_mat[part]).view(hi - lo, w, 2, 4)   # (Gq, G'q)
+                g_hat = g_both[:, :, 0]
+                g_hat[..., 0] += (g_both[:, :, 1] * env_hat[part, cols]).sum(-1)
+                grad[part, cols] = g_hat * inv_dstd[centre_types[lo:hi]]
+        return e_atom, grad
+
+    def _tangent_rows(self, inputs: torch.Tensor, kinds, params, name: str) -> torch.Tensor:
+        """(G, G') [U, 2, M] of an embedding net at inputs [U], in chunks of rows on the
+        CPU (the sweep's activations, [2, width, rows], stay in cache)."""
+        step = TANGENT_CHUNK_ROWS if self.device.type == "cpu" else inputs.shape[0]
+        out = self._buffer(name, (inputs.shape[0], 2, params[-3].shape[1]), inputs.dtype)
+        for lo in range(0, inputs.shape[0], step):
+            part = embedding_tangent(inputs[lo:lo + step], kinds, params)     # [2, M, rows]
+            out[lo:lo + step].copy_(part.permute(2, 0, 1))
+        return out
 
     def _tabulated(self, geometry: dict, types: torch.Tensor, types64: torch.Tensor):
         """(e [n], g = ∂E/∂R [n, nnei, 4] float64) with the tabulated embedding nets, or
@@ -311,6 +463,31 @@ class DeepPotential:
                           f"model's sel ({detail}); the nearest are kept, as DeePMD-kit does. "
                           "The thermo log counts such atoms in its sel_overflow column.",
                           RuntimeWarning, stacklevel=2)
+
+
+def _contiguous_or_index(index: torch.Tensor):
+    """``index`` (sorted, distinct) as a slice when it is a contiguous range, else itself."""
+    first, last = int(index[0]), int(index[-1])
+    return slice(first, last + 1) if last - first + 1 == index.numel() else index
+
+
+def _chunks(centres, count: int, step: int):
+    """(centres[lo:hi], lo, hi) for consecutive chunks of ≤ step of ``count`` centres
+    (a slice or an index tensor)."""
+    for lo in range(0, count, step):
+        hi = min(count, lo + step)
+        if isinstance(centres, slice):
+            yield slice(centres.start + lo, centres.start + hi), lo, hi
+        else:
+            yield centres[lo:hi], lo, hi
+
+
+def _add_rows(target: torch.Tensor, rows, values: torch.Tensor) -> None:
+    """target[rows] += values, rows a slice or distinct indices."""
+    if isinstance(rows, slice):
+        target[rows] += values
+    else:
+        target.index_add_(0, rows, values)
 
 
 def _real(dtype: torch.dtype):

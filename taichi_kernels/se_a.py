@@ -244,3 +244,41 @@ def env_derivative(slot_j: ti.types.ndarray(ndim=2), slot_rij: ti.types.ndarray(
         for c in ti.static(range(4)):
             for a in ti.static(range(3)):
                 env_deriv[i, s, c, a] = jac[c, a]
+
+
+@ti.kernel
+def pair_partners(slot_j: ti.types.ndarray(ndim=2), slot_key: ti.types.ndarray(ndim=2),
+                  types: ti.types.ndarray(ndim=1), type_counts: ti.types.ndarray(ndim=2),
+                  sec: ti.types.ndarray(ndim=1), partner: ti.types.ndarray(ndim=2)):
+    """partner[i, s] = j·nnei + q for the slot q of atom j that holds the same pair seen from
+    j — (i, −n) for slot s = (j, n) of atom i — when i and j have the same type; else −1.
+
+    The two slots of such a pair have r_ji = −r_ij exactly (build_env adds the same terms
+    with opposite signs), hence the same environment row up to the signs of its x, y, z
+    entries and the same embedding input: their embedding nets need to run once. The
+    blocks are sorted by pair key (sort_by_distance = 0), so q is found by bisection.
+    """
+    nnei = slot_j.shape[1]
+    for i, s in ti.ndrange(slot_j.shape[0], nnei):
+        found = -1
+        j = slot_j[i, s]
+        if j >= 0:
+            t = types[i]
+            if types[j] == t:
+                key = slot_key[i, s]
+                n0 = ti.cast((key >> 16) & 255, ti.i32) - 128
+                n1 = ti.cast((key >> 8) & 255, ti.i32) - 128
+                n2 = ti.cast(key & 255, ti.i32) - 128
+                target = _pair_key(i, -n0, -n1, -n2)
+                lo = sec[t]
+                hi = lo + ti.min(type_counts[j, t], sec[t + 1] - sec[t])   # [lo, hi)
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if slot_key[j, mid] < target:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                if lo < sec[t] + ti.min(type_counts[j, t], sec[t + 1] - sec[t]):
+                    if slot_key[j, lo] == target:
+                        found = j * nnei + lo
+        partner[i, s] = found

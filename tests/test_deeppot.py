@@ -86,6 +86,40 @@ def test_random_model_matches_reference(tmp_path, device, type_one_side, slot_st
     assert np.abs(fast["virial"] - ref["virial"].detach().numpy()).max() < 1e-10
 
 
+@pytest.mark.parametrize("type_one_side", [False, True])
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_pair_path_matches_autograd_path(tmp_path, monkeypatch, type_one_side, precision):
+    """The pair path (each same-type pair's embedding input evaluated once, in tangent mode)
+    == autograd through the nets on every slot. The box is shorter than 2 r_c, so atoms see
+    their own images and two images of one neighbour; types are shuffled (the centres of a
+    net are not a range); tiny chunks put the two slots of a pair in different passes."""
+    import dpengine.deeppot as deeppot
+    from conftest import random_se_a_model
+    monkeypatch.setattr(deeppot, "PAIR_CHUNK_ROWS", 150)
+    monkeypatch.setattr(deeppot, "TANGENT_CHUNK_ROWS", 37)
+    path = random_se_a_model(tmp_path / "m.pt", 3, type_one_side)
+    rng = np.random.default_rng(5)
+    box = np.diag([7.0, 7.5, 6.5]) + np.array([[0, 0, 0], [0.8, 0, 0], [-0.5, 0.6, 0]])
+    pos = rng.uniform(0, 1, (48, 3)) @ box
+    types = rng.integers(0, 2, 48)
+    pair = dpengine.load_model(path, precision=precision)
+    inputs = []
+    tangent_rows = pair.potential._tangent_rows
+    monkeypatch.setattr(pair.potential, "_tangent_rows",
+                        lambda x, *a: inputs.append(x.numel()) or tangent_rows(x, *a))
+    out = pair.evaluate(pos, box, types)
+    plain = dpengine.load_model(path, precision=precision)
+    plain.potential._emb_kinds = None
+    ref = plain.evaluate(pos, box, types)
+    filled = sum(min(m, s) for m, s in zip(pair.potential.max_neighbors, pair.potential.sel))
+    assert inputs and 0 < sum(inputs) < len(pos) * filled       # fewer inputs than slots
+    tol = 1e-10 if precision == "float64" else 1e-4
+    scale = max(1.0, np.abs(ref["forces"]).max())
+    assert abs(out["energy"] - ref["energy"]) < tol * max(1.0, abs(ref["energy"]))
+    assert np.abs(out["forces"] - ref["forces"]).max() < tol * scale
+    assert np.abs(out["virial"] - ref["virial"]).max() < tol * max(1.0, np.abs(ref["virial"]).max())
+
+
 def test_bad_inputs(water_model, tmp_path):
     model = dpengine.load_model(water_model)
     with pytest.raises(ValueError, match="shape"):

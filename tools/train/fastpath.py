@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
+from dpengine.model.embedding_tangent import embedding_tangent
 from dpengine.model.fitting_sweep import (_DOUBLE as _RES_DOUBLE, _EQUAL as _RES_EQUAL,
                                           fitting_kinds, fitting_params, tanh_layer_kinds)
 from dpengine.model.network import symmetric_descriptor
@@ -55,16 +56,12 @@ class EmbeddingTangent(torch.autograd.Function):
     (r̂ᵀG [A, 4, M], G [A, W, M], G' [A, W, M]) of the slots. The nets run on the U distinct
     inputs only — a pair i–j of atoms of one type gives the same ŝ in the environments of
     i and of j, and all empty slots of a centre type share one — and are gathered to the
-    slots (their gradients summed back). Inside, the activations are feature-major,
-    [width, U] (MKL multiplies such operands markedly faster than [U, width] ones); value
-    and tangent are stacked, X = [x; ẋ] [2, width, U], so a layer is two GEMMs with one
-    weight matrix. Per layer (h = tanh z, d = 1 − h²):
-
-        z = Wᵀx + b,  ż = Wᵀẋ,  y = idt·h + res(x),  ẏ = idt·d·ż + res(ẋ),   (x, ẋ) = (s, 1)
-
-    with tanh z evaluated as 2·sigmoid(2z) − 1 (half the cost of torch.tanh in float64,
-    equal to round-off). backward(T̄, Ḡ, Ḡ') → parameter gradients: Ḡ += r̂T̄ (one pass),
-    the slots summed onto their rows, then per layer (Ȳ = [ȳ; ẏ̄] at the output):
+    slots (their gradients summed back). The forward sweep is
+    :func:`dpengine.model.embedding_tangent.embedding_tangent` (feature-major [2, width, U]
+    activations, value and tangent stacked; per layer h = tanh z, d = 1 − h²,
+    z = Wᵀx + b, ż = Wᵀẋ, y = idt·h + res(x), ẏ = idt·d·ż + res(ẋ)).
+    backward(T̄, Ḡ, Ḡ') → parameter gradients: Ḡ += r̂T̄ (one pass), the slots summed
+    onto their rows, then per layer (Ȳ = [ȳ; ẏ̄] at the output):
 
         ż̄ = idt·ẏ̄·d,   z̄ = (idt·ȳ − 2 idt·ẏ̄·ż·h)·d,   W̄ = x z̄ᵀ + ẋ ż̄ᵀ,   b̄ = Σ z̄,
         idt̄ = Σ (ȳ h + ẏ̄ d ż),   [x̄; ẋ̄] = W [z̄; ż̄] + resᵀ(Ȳ)
@@ -74,41 +71,8 @@ class EmbeddingTangent(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s, index, rhat, kinds, *params):
-        n = s.shape[0]
-        opts = dict(dtype=s.dtype, device=s.device)
-        x = torch.empty(2, 1, n, **opts)
-        x[0, 0] = s
-        x[1] = 1.0
         saved = []
-        for l, (res, use_idt) in enumerate(kinds):
-            w, b, idt = params[3 * l], params[3 * l + 1], params[3 * l + 2]
-            width, n_in = w.shape[1], w.shape[0]
-            z = torch.empty(2, width, n, **opts)
-            torch.addmm(b.unsqueeze(1), w.t(), x[0], beta=2.0, alpha=2.0, out=z[0])   # 2z
-            torch.mm(w.t(), x[1], out=z[1])                                             # ż
-            h = torch.sigmoid_(z[0]).mul_(2.0).sub_(1.0)                                # tanh z
-            zt = z[1]
-            d = torch.addcmul(torch.ones((), **opts), h, h, value=-1.0)
-            y = torch.empty_like(z)
-            if use_idt:
-                torch.mul(h, idt.unsqueeze(1), out=y[0])
-                torch.mul(d, zt, out=y[1]).mul_(idt.unsqueeze(1))
-                if res == _RES_EQUAL:
-                    y.add_(x)
-                elif res == _RES_DOUBLE:
-                    y.view(2, 2, n_in, n).add_(x.unsqueeze(1))
-            elif res == _RES_EQUAL:
-                torch.add(h, x[0], out=y[0])
-                torch.addcmul(x[1], d, zt, out=y[1])
-            elif res == _RES_DOUBLE:
-                torch.add(h.view(2, n_in, n), x[0].unsqueeze(0), out=y[0].view(2, n_in, n))
-                torch.addcmul(x[1].unsqueeze(0), d.view(2, n_in, n), zt.view(2, n_in, n),
-                              out=y[1].view(2, n_in, n))
-            else:
-                y[0].copy_(h)
-                torch.mul(d, zt, out=y[1])
-            saved += [x, h, d, zt]
-            x = y
+        x = embedding_tangent(s, kinds, params, saved)
         ctx.kinds = kinds
         n_rows, width_blk = index.shape
         m = x.shape[1]
