@@ -143,6 +143,7 @@ def _choose_omp_wait_policy(command: str) -> None:
     import dpengine
     if command == "train" and not dpengine.OMP_WAIT_POLICY_FROM_USER \
             and "torch" not in sys.modules:
+        os.environ.pop("GOMP_SPINCOUNT", None)     # dpengine's bounded spin (see __init__)
         os.environ["OMP_WAIT_POLICY"] = "ACTIVE"
 
 

@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-import dpengine  # noqa: F401  (first: sets OpenMP's passive waiting before torch loads)
+import dpengine  # noqa: F401  (first: bounds OpenMP's spin-wait before torch loads)
 import numpy as np
 import torch
 

@@ -20,28 +20,37 @@ import torch
 from dpengine.model.fitting_sweep import _DOUBLE, _EQUAL
 
 
-def embedding_tangent(s: torch.Tensor, kinds, params, saved: list | None = None) -> torch.Tensor:
+def embedding_tangent(s: torch.Tensor, kinds, params, saved: list | None = None,
+                      workspace=None) -> torch.Tensor:
     """[G; G'] [2, M, U] of the embedding net at inputs s [U] (its dtype).
 
     ``kinds`` from :func:`dpengine.model.fitting_sweep.tanh_layer_kinds`, ``params`` the
     layers' (W [n_in, n_out], b [n_out], idt [n_out]) in order. If ``saved`` is a list,
     (x, h, d, ż) of every layer are appended to it (for a hand-written backward).
+    ``workspace(name, shape, dtype)`` gives the temporaries when set (reused storage; the
+    result is then valid until the next call with that workspace; not with ``saved``).
     """
     n = s.shape[0]
     opts = dict(dtype=s.dtype, device=s.device)
-    x = torch.empty(2, 1, n, **opts)
+    if workspace is None:
+        def new(name, *shape):
+            return torch.empty(*shape, **opts)
+    else:
+        def new(name, *shape):
+            return workspace(f"sweep_{name}", shape, s.dtype)
+    x = new("input", 2, 1, n)
     x[0, 0] = s
     x[1] = 1.0
     for l, (res, use_idt) in enumerate(kinds):
         w, b, idt = params[3 * l], params[3 * l + 1], params[3 * l + 2]
         width, n_in = w.shape[1], w.shape[0]
-        z = torch.empty(2, width, n, **opts)
+        z = new(f"z{l}", 2, width, n)
         torch.addmm(b.unsqueeze(1), w.t(), x[0], beta=2.0, alpha=2.0, out=z[0])   # 2z
         torch.mm(w.t(), x[1], out=z[1])                                             # ż
         h = torch.sigmoid_(z[0]).mul_(2.0).sub_(1.0)                                # tanh z
         zt = z[1]
-        d = torch.addcmul(torch.ones((), **opts), h, h, value=-1.0)
-        y = torch.empty_like(z)
+        d = torch.addcmul(torch.ones((), **opts), h, h, value=-1.0, out=new(f"d{l}", width, n))
+        y = new(f"y{l}", 2, width, n)
         if use_idt:
             torch.mul(h, idt.unsqueeze(1), out=y[0])
             torch.mul(d, zt, out=y[1]).mul_(idt.unsqueeze(1))

@@ -399,13 +399,29 @@ def test_train_command_chooses_active_openmp_waiting(user_policy, expected):
     import os
     import subprocess
     import sys
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     if user_policy:
         env["OMP_WAIT_POLICY"] = user_policy
     code = ("import os, sys, dpengine.cli as c\n"
             "args = c.build_parser().parse_args(['train', 'x.toml'])\n"
             "c._choose_omp_wait_policy(args.command)\n"
-            "print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)\n")
+            "print(os.environ['OMP_WAIT_POLICY'], os.environ.get('GOMP_SPINCOUNT'),\n"
+            "      'torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
-    assert out == [expected, "False"]
+    assert out == [expected, "None", "False"]
+
+
+def test_md_openmp_waiting_is_a_bounded_spin():
+    """Importing dpengine (MD) bounds GNU OpenMP's spin-wait (neither endless spinning,
+    which starves Taichi's threads, nor a sleep after every torch op), unless the user
+    chose a policy."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    code = "import os, dpengine; print(os.environ.get('GOMP_SPINCOUNT'))"
+    run = lambda e: subprocess.run([sys.executable, "-c", code], env=e, capture_output=True,  # noqa: E731
+                                   text=True, check=True).stdout.strip()
+    assert run(env) == "100000"
+    assert run(dict(env, OMP_WAIT_POLICY="PASSIVE")) == "None"
