@@ -43,7 +43,8 @@ def fitting_kinds(mlp) -> tuple[tuple[int, bool], ...] | None:
     return tanh_layer_kinds(layers[:-1])
 
 
-def fitting_params(mlp) -> list[torch.Tensor]:
+def layer_params(mlp) -> list[torch.Tensor]:
+    """(W, b, idt) of every layer of an ``MLP``, flat (as the sweeps and Functions take them)."""
     out = []
     for layer in mlp.layers:
         out += [layer.matrix, layer.bias, layer.idt]
@@ -69,7 +70,7 @@ def _res_t(a: torch.Tensor, kind: int, n_in: int) -> torch.Tensor | None:
 def fitting_sweeps(d: torch.Tensor, kinds, *params):
     """(e [n] (eV, without the type's energy bias), A = ∂e/∂D [n, K], saved) of a fitting
     net at inputs D [n, K]; ``kinds`` from :func:`fitting_kinds`, ``params`` from
-    :func:`fitting_params`; ``saved`` = the per-layer x, h, d, a, δ (for a hand-written
+    :func:`layer_params`; ``saved`` = the per-layer x, h, d, a, δ (for a hand-written
     backward)."""
     n_hidden = len(kinds)
     x = d

@@ -34,7 +34,7 @@ import torch
 
 from dpengine.model.embedding_tangent import embedding_tangent
 from dpengine.model.fitting_sweep import (_DOUBLE as _RES_DOUBLE, _EQUAL as _RES_EQUAL,
-                                          fitting_kinds, fitting_params, tanh_layer_kinds)
+                                          fitting_kinds, layer_params, tanh_layer_kinds)
 from dpengine.model.network import symmetric_descriptor
 
 from .fitting import FittingWithGrad
@@ -162,14 +162,6 @@ class SlotGradient(torch.autograd.Function):
         return torch.bmm(gbar, qt), torch.bmm(ubar, qt), grad_q.transpose(1, 2), None
 
 
-def embedding_params(mlp) -> list[torch.Tensor]:
-    """The flat (W, b, idt) list of an embedding ``MLP``, as :class:`EmbeddingTangent` takes it."""
-    out = []
-    for layer in mlp.layers:
-        out += [layer.matrix, layer.bias, layer.idt]
-    return out
-
-
 @dataclass
 class Batch:
     """A batch of frames of one system, laid out for :func:`predict` (A = frames × atoms).
@@ -227,7 +219,7 @@ def predict(net, batch: Batch, forces: bool = True, virial: bool = False,
         lo, hi = batch.blocks[t_j]
         r_blk = batch.rhat[:, lo:hi] if rows is None else batch.rhat[rows, lo:hi]
         contrib, g_val, g_tan = EmbeddingTangent.apply(                        # T [rows, 4, M]
-            batch.emb_s[k], batch.emb_index[k], r_blk, _layer_kinds(emb), *embedding_params(emb))
+            batch.emb_s[k], batch.emb_index[k], r_blk, _layer_kinds(emb), *layer_params(emb))
         if rows is None:
             t_mat = contrib if t_mat is None else t_mat + contrib
         else:
@@ -249,7 +241,7 @@ def predict(net, batch: Batch, forces: bool = True, virial: bool = False,
             if idx.numel():
                 d_t = (d.index_select(0, idx) if batch.type_ranges is None
                        else d[batch.type_ranges[t][0]:batch.type_ranges[t][1]])
-                e_t, a_t = FittingWithGrad.apply(d_t, kinds[t], *fitting_params(fit))
+                e_t, a_t = FittingWithGrad.apply(d_t, kinds[t], *layer_params(fit))
                 per_type.append((idx, e_t + net.energy_bias[t], a_t))
         if batch.type_ranges is not None:       # sorted by type: concatenate, no scatter
             atom_e = torch.cat([e for _, e, _ in per_type])
