@@ -96,7 +96,7 @@ class DeepPotential:
         self.sel_overflow = 0
         self.max_neighbors = [0] * len(self.sel)
         self._warned_overflow = False
-        self._buffers: dict[str, tuple[torch.Tensor, int]] = {}   # name → (storage, offset)
+        self._buffers: dict[str, torch.Tensor] = {}
 
     def _block_uniform(self, stat: torch.Tensor) -> bool:
         for t in range(len(self.sel)):
@@ -108,21 +108,16 @@ class DeepPotential:
     def _buffer(self, name: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
         """A contiguous tensor of ``shape``, a view of storage kept under ``name`` between
         calls (grown by a quarter when too small): sizes that change from step to step do
-        not allocate, and large ones do not page-fault fresh memory on every step.
-
-        Each name's view starts at its own offset (a distinct multiple of 576 bytes modulo
-        4 KiB): large allocations are page-aligned, and elementwise passes over arrays that
-        all start at one offset modulo 4 KiB stall on 4K aliasing (measured: the embedding
-        sweep 1.6× slower)."""
+        not allocate, and large ones (the pair path's G/G' store: ~100 MB for 1,536 water
+        atoms) do not page-fault fresh memory on every step."""
         numel = 1
         for size in shape:
             numel *= int(size)
-        buf, offset = self._buffers.get(name, (None, 0))
-        if buf is None or buf.numel() < numel + offset or buf.dtype != dtype:
-            offset = 72 * (len(self._buffers) % 32) if buf is None else offset
-            buf = torch.empty(numel + numel // 4 + offset, dtype=dtype, device=self.device)
-            self._buffers[name] = (buf, offset)
-        return buf[offset:offset + numel].view(shape)
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < numel or buf.dtype != dtype:
+            buf = torch.empty(numel + numel // 4, dtype=dtype, device=self.device)
+            self._buffers[name] = buf
+        return buf[:numel].view(shape)
 
     def environment(self, positions, box, types, nlist) -> dict:
         """Slots and raw environment matrix of every atom (Taichi ``build_env``).
@@ -357,8 +352,8 @@ class DeepPotential:
         return e_atom, grad
 
     def _tangent_rows(self, inputs: torch.Tensor, kinds, params, name: str) -> torch.Tensor:
-        """(G, G') [U, 2, M] of an embedding net at inputs [U], in chunks of rows on the
-        CPU (the sweep's activations, [2, width, rows], stay in cache)."""
+        """(G, G') [U, 2, M] of an embedding net at inputs [U] (kept under ``name``), in
+        chunks of rows on the CPU (the sweep's [2, width, rows] temporaries stay small)."""
         step = TANGENT_CHUNK_ROWS if self.device.type == "cpu" else inputs.shape[0]
         out = self._buffer(name, (inputs.shape[0], 2, params[-3].shape[1]), inputs.dtype)
         for lo in range(0, inputs.shape[0], step):
