@@ -2,9 +2,12 @@
 
 One force call:
   1. ``build_env`` (Taichi): Verlet list → slots, r_ij and the raw environment matrix R.
-  2. networks (TorchScript, float64 or float32): atomic energies e_i(R), and
-     g = ∂E/∂R by torch autograd; for a compressed model, Taichi table kernels take R to
-     T = R̂ᵀG and ∂E/∂T back to g, around the fitting nets (torch).
+  2. networks (torch, float64 or float32): atomic energies e_i(R) and g = ∂E/∂R. Tanh
+     networks with DeePMD-kit-style statistics take the pair path (each same-type pair's
+     embedding input evaluated once, in tangent mode; the fitting nets by explicit
+     sweeps: no autograd); other models go through torch autograd; for a compressed
+     model, Taichi table kernels take R to T = R̂ᵀG and ∂E/∂T back to g, around the
+     fitting nets.
   3. ``assemble_forces`` (Taichi): F = −Σ gᵀ ∂R/∂r, W = −Σ r ⊗ gᵀ ∂R/∂r.
 Geometry and force assembly stay in float64 whatever the network precision.
 """
@@ -26,6 +29,7 @@ PAIR_CHUNK_ROWS = 16384   # slots per gather-and-contract pass, pair path (CPU)
 TANGENT_CHUNK_ROWS = 4000   # embedding inputs per tangent sweep (CPU; not a power of 2:
 #                             its transposed copy then hits one cache set)
 FIT_CHUNK_ATOMS = 2048   # atoms per pass through the fitting nets (CPU)
+GPU_PASS_ROWS = 1 << 20   # rows per pass of the pair path on a GPU (1.6 GB of float64 G, G')
 
 
 class DeepPotential:
@@ -291,7 +295,7 @@ class DeepPotential:
         flat = torch.arange(n * width, device=self.device)
         own = filled & ((mirror < 0) | (flat < mirror))   # slots whose input is evaluated
         row_of = torch.zeros(n * width, dtype=torch.long, device=self.device)
-        step = n if self.device.type != "cpu" else max(1, PAIR_CHUNK_ROWS // max(width, 1))
+        step = max(1, self._rows_per_pass(PAIR_CHUNK_ROWS) // max(width, 1))     # centres
         m = self._empty_terms.shape[-1]
         t_mat = self._buffer("t_mat", (n, 4, m), dtype).zero_()
         offsets = [0]
@@ -351,10 +355,15 @@ class DeepPotential:
                 grad[part, cols] = g_hat * inv_dstd[centre_types[lo:hi]]
         return e_atom, grad
 
+    def _rows_per_pass(self, cpu_rows: int) -> int:
+        """Rows per pass: ``cpu_rows`` on the CPU (temporaries stay in cache), GPU_PASS_ROWS
+        on a GPU (enough to fill it; bounds the temporaries of 100k-atom systems)."""
+        return cpu_rows if self.device.type == "cpu" else GPU_PASS_ROWS
+
     def _tangent_rows(self, inputs: torch.Tensor, kinds, params, name: str) -> torch.Tensor:
         """(G, G') [U, 2, M] of an embedding net at inputs [U] (kept under ``name``), in
         chunks of rows on the CPU (the sweep's [2, width, rows] temporaries stay small)."""
-        step = TANGENT_CHUNK_ROWS if self.device.type == "cpu" else inputs.shape[0]
+        step = self._rows_per_pass(TANGENT_CHUNK_ROWS)
         out = self._buffer(name, (inputs.shape[0], 2, params[-3].shape[1]), inputs.dtype)
         for lo in range(0, inputs.shape[0], step):
             part = embedding_tangent(inputs[lo:lo + step], kinds, params,       # [2, M, rows]
