@@ -270,15 +270,16 @@ def pair_partners(slot_j: ti.types.ndarray(ndim=2), slot_key: ti.types.ndarray(n
                 n1 = ti.cast((key >> 8) & 255, ti.i32) - 128
                 n2 = ti.cast(key & 255, ti.i32) - 128
                 target = _pair_key(i, -n0, -n1, -n2)
+                end = sec[t] + ti.min(type_counts[j, t], sec[t + 1] - sec[t])   # filled
                 lo = sec[t]
-                hi = lo + ti.min(type_counts[j, t], sec[t + 1] - sec[t])   # [lo, hi)
+                hi = end
                 while lo < hi:
                     mid = (lo + hi) // 2
                     if slot_key[j, mid] < target:
                         lo = mid + 1
                     else:
                         hi = mid
-                if lo < sec[t] + ti.min(type_counts[j, t], sec[t + 1] - sec[t]):
+                if lo < end:            # (nested: Taichi's `and` does not short-circuit)
                     if slot_key[j, lo] == target:
                         found = j * nnei + lo
         partner[i, s] = found
