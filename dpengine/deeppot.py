@@ -26,8 +26,7 @@ from dpengine.potential import PotentialResult
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 CPU_CHUNK_ROWS = 32768   # neighbour rows per pass through the uncompressed networks (CPU)
 PAIR_CHUNK_ROWS = 16384   # slots per gather-and-contract pass, pair path (CPU)
-TANGENT_CHUNK_ROWS = 4000   # embedding inputs per tangent sweep (CPU; not a power of 2:
-#                             its transposed copy then hits one cache set)
+TANGENT_CHUNK_ROWS = 4000   # embedding inputs per tangent sweep (CPU)
 FIT_CHUNK_ATOMS = 2048   # atoms per pass through the fitting nets (CPU)
 GPU_PASS_ROWS = 1 << 20   # rows per pass of the pair path on a GPU (1.6 GB of float64 G, G')
 
@@ -295,7 +294,7 @@ class DeepPotential:
         flat = torch.arange(n * width, device=self.device)
         own = filled & ((mirror < 0) | (flat < mirror))   # slots whose input is evaluated
         row_of = torch.zeros(n * width, dtype=torch.long, device=self.device)
-        step = max(1, self._rows_per_pass(PAIR_CHUNK_ROWS) // max(width, 1))     # centres
+        per_pass = max(1, self._rows_per_pass(PAIR_CHUNK_ROWS) // max(width, 1))  # centres
         m = self._empty_terms.shape[-1]
         t_mat = self._buffer("t_mat", (n, 4, m), dtype).zero_()
         offsets = [0]
@@ -336,6 +335,7 @@ class DeepPotential:
             inv_dstd = (1.0 / dstd[:, cols.start]).unsqueeze(1)
             block = (_contiguous_or_index(centres), centre_types, cols, rows, tangent, inv_dstd)
             blocks.append(block)
+            step = _balanced(centres.numel(), per_pass)
             for part, lo, hi in _chunks(block[0], centres.numel(), step):
                 g_val = torch.index_select(tangent[:, 0], 0, rows[lo:hi].reshape(-1),
                                            out=self._buffer("g_val", ((hi - lo) * w, m), dtype))
@@ -345,6 +345,7 @@ class DeepPotential:
         grad = self._buffer("env_grad", (n, width, 4), dtype)
         for centres, centre_types, cols, rows, tangent, inv_dstd in blocks:
             w = cols.stop - cols.start
+            step = _balanced(centre_types.numel(), per_pass)
             for part, lo, hi in _chunks(centres, centre_types.numel(), step):
                 both = torch.index_select(tangent, 0, rows[lo:hi].reshape(-1), out=self._buffer(
                     "g_both", ((hi - lo) * w, 2, m), dtype)).view(hi - lo, 2 * w, m)
@@ -363,7 +364,7 @@ class DeepPotential:
     def _tangent_rows(self, inputs: torch.Tensor, kinds, params, name: str) -> torch.Tensor:
         """(G, G') [U, 2, M] of an embedding net at inputs [U] (kept under ``name``), in
         chunks of rows on the CPU (the sweep's [2, width, rows] temporaries stay small)."""
-        step = self._rows_per_pass(TANGENT_CHUNK_ROWS)
+        step = _balanced(inputs.shape[0], self._rows_per_pass(TANGENT_CHUNK_ROWS))
         out = self._buffer(name, (inputs.shape[0], 2, params[-3].shape[1]), inputs.dtype)
         for lo in range(0, inputs.shape[0], step):
             part = embedding_tangent(inputs[lo:lo + step], kinds, params,       # [2, M, rows]
@@ -487,6 +488,15 @@ def _contiguous_or_index(index: torch.Tensor):
     """``index`` (sorted, distinct) as a slice when it is a contiguous range, else itself."""
     first, last = int(index[0]), int(index[-1])
     return slice(first, last + 1) if last - first + 1 == index.numel() else index
+
+
+def _balanced(count: int, per_pass: int) -> int:
+    """Rows per pass when ``count`` rows go through in passes of ≤ ``per_pass``: equal
+    passes (no small tail), never a multiple of 512 (a transposed copy of such a row count
+    hits one cache set: 4× slower here)."""
+    passes = -(-count // max(per_pass, 1))
+    size = -(-count // max(passes, 1))
+    return size + 8 if size % 512 == 0 else size
 
 
 def _chunks(centres, count: int, step: int):
