@@ -311,10 +311,10 @@ class DeepPotential:
                 continue
             centre_types = types64[centres] if self._one_side else torch.full_like(
                 centres, k % ntypes)
+            selector = _contiguous_or_index(centres)
             missing = self.sel[t_j] - w          # slots left out: constant r̂ᵀG(r̂₀) each
             if missing > 0:
-                _add_rows(t_mat, _contiguous_or_index(centres),
-                          missing * self._empty_terms[k][centre_types])
+                _add_rows(t_mat, selector, missing * self._empty_terms[k][centre_types])
             if w == 0:
                 continue
             slots = (centres.unsqueeze(1) * width
@@ -333,20 +333,19 @@ class DeepPotential:
                                          f"tangent{k}")                      # [U, 2, M]
             # 1/dstd of the block per centre type (block-uniform statistics), [ntypes, 1, 4]
             inv_dstd = (1.0 / dstd[:, cols.start]).unsqueeze(1)
-            block = (_contiguous_or_index(centres), centre_types, cols, rows, tangent, inv_dstd)
-            blocks.append(block)
-            step = _balanced(centres.numel(), per_pass)
-            for part, lo, hi in _chunks(block[0], centres.numel(), step):
+            chunks = list(_chunks(selector, centres.numel(),
+                                  _balanced(centres.numel(), per_pass)))
+            blocks.append((chunks, centre_types, cols, rows, tangent, inv_dstd))
+            for part, lo, hi in chunks:
                 g_val = torch.index_select(tangent[:, 0], 0, rows[lo:hi].reshape(-1),
                                            out=self._buffer("g_val", ((hi - lo) * w, m), dtype))
                 contrib = torch.bmm(env_hat[part, cols].transpose(1, 2), g_val.view(-1, w, m))
                 _add_rows(t_mat, part, contrib)
         e_atom, grad_t = self._fitting_in_chunks(t_mat, types64)
         grad = self._buffer("env_grad", (n, width, 4), dtype)
-        for centres, centre_types, cols, rows, tangent, inv_dstd in blocks:
+        for chunks, centre_types, cols, rows, tangent, inv_dstd in blocks:
             w = cols.stop - cols.start
-            step = _balanced(centre_types.numel(), per_pass)
-            for part, lo, hi in _chunks(centres, centre_types.numel(), step):
+            for part, lo, hi in chunks:
                 both = torch.index_select(tangent, 0, rows[lo:hi].reshape(-1), out=self._buffer(
                     "g_both", ((hi - lo) * w, 2, m), dtype)).view(hi - lo, 2 * w, m)
                 # (∂E/∂T) [G | G'] per slot, as [4, M]·[M, 2W] products
