@@ -392,8 +392,8 @@ class DeepPotential:
         real = _real(self.dtype)
         on_cpu = self.device.type == "cpu"
         kernel_args = (env, self._davg, self._inv_dstd, types, self._slot_block, self._slot_rank,
-                       filled, coeffs, self.table["lo"], self.table["step"],
-                       ntypes_of(coeffs, self._one_side), int(self._one_side))
+                       filled, coeffs.reshape(-1), coeffs.shape[1], self.table["lo"],
+                       self.table["step"], ntypes_of(coeffs, self._one_side), int(self._one_side))
         t_mat = self._buffer("t_mat", (n, 4, n_channels), self.dtype)
         outside = self.table["_outside"]
         outside.zero_()
@@ -440,19 +440,20 @@ class DeepPotential:
         """(e [n] eV, ∂E/∂T [n, 4, M]) from T = Σ_slots R̂ᵀG [n, 4, M] (not yet divided by K).
 
         With S = T/K, D = SᵀS< and A = ∂e/∂D [M, M2] per atom, ∂E/∂S = S<Aᵀ + [SA | 0] and
-        ∂E/∂T = (∂E/∂S)/K. (e, A) of each type's tanh fitting net come from its forward and
-        reverse sweeps (:mod:`dpengine.model.fitting_sweep`, no autograd graph: ~10% of a
-        compressed force call saved); other fitting nets go through autograd."""
+        ∂E/∂T = (∂E/∂S)/K. Per centre type the atoms' S are gathered (not D, 4× larger), and
+        (e, A) of its tanh fitting net come from its forward and reverse sweeps
+        (:mod:`dpengine.model.fitting_sweep`, no autograd graph: ~10% of a compressed force
+        call saved); other fitting nets go through autograd."""
         n, m2, k = t_mat.shape[0], self.net.axis_neuron, float(self.nnei)
         s = t_mat / k
-        d = symmetric_descriptor(s, m2)
-        energy = torch.empty(n, dtype=d.dtype, device=d.device)
-        grad_d = torch.empty_like(d)
+        energy = torch.empty(n, dtype=s.dtype, device=s.device)
+        grad_s = torch.empty_like(s)
         for t, fit in enumerate(self.net.fittings):
             idx = torch.nonzero(types64 == t).squeeze(1)
             if idx.numel() == 0:
                 continue
-            d_t = d.index_select(0, idx)
+            s_t = s.index_select(0, idx)
+            d_t = symmetric_descriptor(s_t, m2)
             kinds = self._fit_kinds[t]
             if kinds is not None:
                 with torch.no_grad():
@@ -462,11 +463,11 @@ class DeepPotential:
                 with torch.enable_grad():
                     e_t = fit(d_t).squeeze(1)
                     (a_t,) = torch.autograd.grad(e_t.sum(), d_t)
+            a = a_t.view(-1, s.shape[2], m2)
+            g_t = torch.bmm(s_t[:, :, :m2], a.transpose(1, 2))
+            g_t[:, :, :m2] += torch.bmm(s_t, a)
             energy[idx] = e_t.detach() + self.net.energy_bias[t]
-            grad_d[idx] = a_t
-        a = grad_d.view(n, s.shape[2], m2)
-        grad_s = torch.bmm(s[:, :, :m2], a.transpose(1, 2))
-        grad_s[:, :, :m2] += torch.bmm(s, a)
+            grad_s.index_copy_(0, idx, g_t)
         return energy, grad_s.div_(k)
 
     def _check_overflow(self, type_counts: torch.Tensor) -> None:

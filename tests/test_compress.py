@@ -103,8 +103,9 @@ def test_gpu_thread_layout_equals_cpu_layout():
     for per_atom in (m, 0):
         t_mat = torch.zeros(n, 4, m, dtype=torch.float64)
         outside = torch.zeros(1, dtype=torch.int32)
-        tabulated_forward(env, davg, inv_dstd, types, slot_block, slot_rank, filled, coeffs, 0.0,
-                          0.01, 2, 1, t_mat, outside, per_atom, ti.f64)
+        tabulated_forward(env, davg, inv_dstd, types, slot_block, slot_rank, filled,
+                          coeffs.reshape(-1), n_int, 0.0, 0.01, 2, 1, t_mat, outside, per_atom,
+                          ti.f64)
         out.append(t_mat)
     # equal up to the order of the floating-point operations the compiler chose
     torch.testing.assert_close(out[0], out[1], rtol=1e-13, atol=1e-13)
