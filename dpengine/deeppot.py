@@ -4,10 +4,10 @@ One force call:
   1. ``build_env`` (Taichi): Verlet list → slots, r_ij and the raw environment matrix R.
   2. networks (torch, float64 or float32): atomic energies e_i(R) and g = ∂E/∂R. Tanh
      networks with DeePMD-kit-style statistics take the pair path (each same-type pair's
-     embedding input evaluated once, in tangent mode; the fitting nets by explicit
-     sweeps: no autograd); other models go through torch autograd; for a compressed
-     model, Taichi table kernels take R to T = R̂ᵀG and ∂E/∂T back to g, around the
-     fitting nets.
+     embedding input evaluated once, in tangent mode, into a store of rows [G; G']); a
+     compressed model evaluates G from its tables instead; either way Taichi kernels
+     (taichi_kernels.tabulate) take R to T = R̂ᵀG and ∂E/∂T back to g, around the fitting
+     nets (explicit sweeps: no autograd). Other models go through torch autograd.
   3. ``assemble_forces`` (Taichi): F = −Σ gᵀ ∂R/∂r, W = −Σ r ⊗ gᵀ ∂R/∂r.
 Geometry and force assembly stay in float64 whatever the network precision.
 """
@@ -25,10 +25,9 @@ from dpengine.potential import PotentialResult
 
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 CPU_CHUNK_ROWS = 32768   # neighbour rows per pass through the uncompressed networks (CPU)
-PAIR_CHUNK_ROWS = 16384   # slots per gather-and-contract pass, pair path (CPU)
 TANGENT_CHUNK_ROWS = 4000   # embedding inputs per tangent sweep (CPU)
 FIT_CHUNK_ATOMS = 2048   # atoms per pass through the fitting nets (CPU)
-GPU_PASS_ROWS = 1 << 20   # rows per pass of the pair path on a GPU (1.6 GB of float64 G, G')
+GPU_PASS_ROWS = 1 << 20   # embedding inputs per tangent sweep on a GPU
 
 
 class DeepPotential:
@@ -89,7 +88,7 @@ class DeepPotential:
             # (the kernels evaluate G and sum T in it)
             self.table["coeffs"] = (self.table["coeffs"].permute(0, 1, 3, 2)
                                     .to(self.dtype).contiguous())
-            self.table["_outside"] = torch.zeros(1, dtype=torch.int32, device=self.device)
+        if self.table is not None or self._pair_path:   # statics of the slot-sum kernels
             self._davg = self.net.davg.detach().contiguous()
             self._inv_dstd = (1.0 / self.net.dstd.detach()).contiguous()
             self._slot_block = torch.tensor([t for t, w in enumerate(self.sel) for _ in range(w)],
@@ -100,6 +99,12 @@ class DeepPotential:
         self.max_neighbors = [0] * len(self.sel)
         self._warned_overflow = False
         self._buffers: dict[str, torch.Tensor] = {}
+
+    @property
+    def _pair_path(self) -> bool:
+        """Tanh embedding nets and block-uniform statistics (the two slots of a pair share
+        ŝ): :meth:`_pair_networks` applies."""
+        return self.compact and self._emb_kinds is not None
 
     def _block_uniform(self, stat: torch.Tensor) -> bool:
         for t in range(len(self.sel)):
@@ -168,7 +173,9 @@ class DeepPotential:
         e_atom = None
         if self.table is not None:
             e_atom, grad = self._tabulated(geometry, types, types64)
-            slot_j, slot_rij = geometry["slot_j"], geometry["slot_rij"]
+        if e_atom is None and self._pair_path:
+            e_atom, grad = self._pair_networks(geometry, types, types64)
+        slot_j, slot_rij = geometry["slot_j"], geometry["slot_rij"]
         if e_atom is None:
             slot_j, slot_rij, e_atom, grad = self._networks(geometry, types64)
         forces = self._buffer("forces", (n, 3), torch.float64)
@@ -196,9 +203,6 @@ class DeepPotential:
         if index is not None:
             slot_j, slot_rij, env = (slot_j.index_select(1, index), slot_rij.index_select(1, index),
                                      env.index_select(1, index))
-        if self.compact and self._emb_kinds is not None:
-            e_atom, grad = self._pair_networks(geometry, slot_j, env, widths, index, types64)
-            return slot_j, slot_rij, e_atom, grad
         n = env.shape[0]
         width = slot_j.shape[1]
         # The networks of atom i see only its own rows, so atoms can go through them in
@@ -234,177 +238,107 @@ class DeepPotential:
         e_atom = e_parts[0] if len(e_parts) == 1 else torch.cat(e_parts)
         return slot_j, slot_rij, e_atom, grad
 
-    def _mirror_slots(self, geometry: dict, types: torch.Tensor, widths: list[int],
-                      index) -> torch.Tensor:
-        """mirror [n·W] int64: for each slot (i, c) of the compact layout (W = Σ widths),
-        the flat index j·W + c' of the slot of atom j holding the same pair seen from j
-        (Taichi ``pair_partners``; atoms i, j of one type), else −1."""
+    @torch.no_grad()
+    def _pair_networks(self, geometry: dict, types: torch.Tensor, types64: torch.Tensor):
+        """(e [n], g = ∂E/∂R [n, nnei, 4]) with each embedding input evaluated once.
+
+        The two slots of a pair of same-type atoms, (i → j, r) and (j → i, −r), have the same
+        input ŝ (Taichi ``pair_partners`` finds the second); the slot with the smaller flat
+        index owns it. The embedding nets run on the owned inputs only (about half the filled
+        slots for water), in tangent mode (:func:`embedding_tangent`), into a store of rows
+        [G; G'] [U, 2, M] (net by net); every filled slot then reads its row: the slot-sum
+        kernels give T = Σ_s R̂ᵀG, and after the fitting nets ∂E/∂R from ∂E/∂T, G and G'
+        (see :meth:`_slot_sums`). No autograd.
+        """
         from taichi_kernels.se_a import pair_partners
 
-        slot_j = geometry["slot_j"]
-        n, width = slot_j.shape[0], sum(widths)
-        partner = self._buffer("partner", (n, self.nnei), torch.int32)
-        pair_partners(slot_j, geometry["slot_key"], types, geometry["type_counts"],
-                      self._sec, partner)
-        if index is not None:
-            partner = partner.index_select(1, index)
-        key = ("mirror", tuple(widths))
-        if key not in self._compact_cache:       # full column → compact column
-            column = torch.full((self.nnei,), -1, dtype=torch.long, device=self.device)
-            start = 0
-            for t, w in enumerate(widths):
-                sec = int(self._sec[t])
-                column[sec:sec + w] = torch.arange(start, start + w, device=self.device)
-                start += w
-            self._compact_cache[key] = column
-        column = self._compact_cache[key]
+        env, slot_j = geometry["env"], geometry["slot_j"]
+        n, nnei = slot_j.shape
+        partner = self._buffer("partner", (n, nnei), torch.int32)
+        pair_partners(slot_j, geometry["slot_key"], types, geometry["type_counts"], self._sec,
+                      partner)
         partner = partner.reshape(-1).to(torch.long)
-        mirror = (partner // self.nnei) * width + column[partner % self.nnei]
-        return torch.where(partner >= 0, mirror, -1)
-
-    @torch.no_grad()
-    def _pair_networks(self, geometry: dict, slot_j: torch.Tensor, env: torch.Tensor,
-                       widths: list[int], index, types64: torch.Tensor):
-        """(e [n], g = ∂E/∂R [n, W, 4]) with each embedding input evaluated once.
-
-        Per embedding net k (centre atoms C_k, neighbour block t): the two slots of a pair
-        of same-type atoms (i → j, r) and (j → i, −r) have the same input ŝ (and r̂ equal up
-        to the signs of its x, y, z entries), and all empty slots of a centre type share
-        one; the net runs on these U_k distinct inputs only (about half the filled slots
-        for water), in tangent mode (:func:`embedding_tangent`: G and G' = dG/dŝ [U_k, M],
-        no autograd). Then, gathering G to the slots p of atom i,
-
-            T_i = Σ_p r̂_p ⊗ G_p (+ the slots beyond the widths, a constant),
-            (e_i, ∂E/∂T_i) from the fitting nets (:meth:`_fitting_gradient`),
-            ∂E/∂r̂_p = (∂E/∂T_i) G_p + ê₀ (r̂_p · (∂E/∂T_i) G'_p),   g_p = (∂E/∂r̂_p) / dstd.
-
-        On the CPU the slots go through in chunks of ≤ PAIR_CHUNK_ROWS (temporaries stay
-        in cache); G and G' of all inputs are kept between the two passes.
-        """
-        n, width = env.shape[0], env.shape[1]
-        ntypes, dtype = len(self.sel), self.dtype
-        mirror = self._mirror_slots(geometry, types64.to(torch.int32), widths, index)
-        davg, dstd = self.net.davg, self.net.dstd
-        if index is not None:
-            davg, dstd = davg.index_select(1, index), dstd.index_select(1, index)
-        env_hat = torch.sub(env.to(dtype), davg[types64],
-                            out=self._buffer("env_hat", tuple(env.shape), dtype))
-        env_hat.div_(dstd[types64])                                          # [n, W, 4]
         filled = (slot_j >= 0).reshape(-1)
-        flat = torch.arange(n * width, device=self.device)
-        own = filled & ((mirror < 0) | (flat < mirror))   # slots whose input is evaluated
-        row_of = torch.zeros(n * width, dtype=torch.long, device=self.device)
-        per_pass = max(1, self._rows_per_pass(PAIR_CHUNK_ROWS) // max(width, 1))  # centres
-        m = self._empty_terms.shape[-1]
-        t_mat = self._buffer("t_mat", (n, 4, m), dtype).zero_()
-        offsets = [0]
-        for w in widths:
-            offsets.append(offsets[-1] + w)
-        blocks = []
-        for k, net in enumerate(self.net.embeddings):
-            t_j = k if self._one_side else k // ntypes
-            cols = slice(offsets[t_j], offsets[t_j + 1])
-            w = widths[t_j]
-            centres = (torch.arange(n, device=self.device) if self._one_side
-                       else torch.nonzero(types64 == k % ntypes).squeeze(1))
-            if centres.numel() == 0:
-                continue
-            centre_types = types64[centres] if self._one_side else torch.full_like(
-                centres, k % ntypes)
-            selector = _contiguous_or_index(centres)
-            missing = self.sel[t_j] - w          # slots left out: constant r̂ᵀG(r̂₀) each
-            if missing > 0:
-                _add_rows(t_mat, selector, missing * self._empty_terms[k][centre_types])
-            if w == 0:
-                continue
-            slots = (centres.unsqueeze(1) * width
-                     + torch.arange(cols.start, cols.stop, device=self.device)).reshape(-1)
-            is_own, is_filled = own[slots], filled[slots]
-            own_ids = slots[is_own]
-            n_own = own_ids.numel()
-            row_of[own_ids] = torch.arange(n_own, device=self.device)
-            mirrored = slots[is_filled & ~is_own]
-            row_of[mirrored] = row_of[mirror[mirrored]]
-            rows = torch.where(is_filled, row_of[slots],
-                               (n_own + centre_types).repeat_interleave(w)).view(-1, w)
-            inputs = torch.cat([env_hat[..., 0].reshape(-1)[own_ids],
-                                self.net._empty_slot_value(t_j)[:, 0].to(dtype)])
-            tangent = self._tangent_rows(inputs, self._emb_kinds[k], layer_params(net),
-                                         f"tangent{k}")                      # [U, 2, M]
-            # 1/dstd of the block per centre type (block-uniform statistics), [ntypes, 1, 4]
-            inv_dstd = (1.0 / dstd[:, cols.start]).unsqueeze(1)
-            chunks = list(_chunks(selector, centres.numel(),
-                                  _balanced(centres.numel(), per_pass)))
-            blocks.append((chunks, centre_types, cols, rows, tangent, inv_dstd))
-            for part, lo, hi in chunks:
-                g_val = torch.index_select(tangent[:, 0], 0, rows[lo:hi].reshape(-1),
-                                           out=self._buffer("g_val", ((hi - lo) * w, m), dtype))
-                contrib = torch.bmm(env_hat[part, cols].transpose(1, 2), g_val.view(-1, w, m))
-                _add_rows(t_mat, part, contrib)
-        e_atom, grad_t = self._fitting_in_chunks(t_mat, types64)
-        grad = self._buffer("env_grad", (n, width, 4), dtype)
-        for chunks, centre_types, cols, rows, tangent, inv_dstd in blocks:
-            w = cols.stop - cols.start
-            for part, lo, hi in chunks:
-                both = torch.index_select(tangent, 0, rows[lo:hi].reshape(-1), out=self._buffer(
-                    "g_both", ((hi - lo) * w, 2, m), dtype)).view(hi - lo, 2 * w, m)
-                # (∂E/∂T) [G | G'] per slot, as [4, M]·[M, 2W] products
-                g_both = torch.bmm(grad_t[part], both.transpose(1, 2)).view(hi - lo, 4, w, 2)
-                g_hat = g_both[..., 0].transpose(1, 2)                           # [c, W, 4]
-                g_hat[..., 0] += (g_both[..., 1].transpose(1, 2) * env_hat[part, cols]).sum(-1)
-                grad[part, cols] = g_hat * inv_dstd[centre_types[lo:hi]]
-        return e_atom, grad
+        flat = torch.arange(n * nnei, device=self.device)
+        own = filled & ((partner < 0) | (flat < partner))
+        own_ids = torch.nonzero(own).squeeze(1)
+        atom, slot = own_ids // nnei, own_ids % nnei
+        net = self._slot_block[slot].to(torch.long)
+        if not self._one_side:
+            net = net * len(self.sel) + types64[atom]
+        order = torch.argsort(net, stable=True)              # rows grouped by embedding net
+        own_ids, atom, slot = own_ids[order], atom[order], slot[order]
+        counts = torch.bincount(net, minlength=len(self.net.embeddings)).tolist()
+        rows = self._buffer("rows", (n * nnei,), torch.int32).fill_(-1)
+        rows[own_ids] = torch.arange(own_ids.numel(), dtype=torch.int32, device=self.device)
+        mirrored = torch.nonzero(filled & ~own).squeeze(1)
+        rows[mirrored] = rows[partner[mirrored]]
+        centre = types64[atom]
+        inputs = ((env[atom, slot, 0] - self._davg[centre, slot, 0])
+                  * self._inv_dstd[centre, slot, 0]).to(self.dtype)       # ŝ, as the kernels
+        store = self._buffer("store", (own_ids.numel(), 2, self._empty_terms.shape[-1]),
+                             self.dtype)
+        lo = 0
+        for k, emb in enumerate(self.net.embeddings):
+            if counts[k]:
+                self._tangent_rows(inputs[lo:lo + counts[k]], self._emb_kinds[k],
+                                   layer_params(emb), store[lo:lo + counts[k]])
+                lo += counts[k]
+        return self._slot_sums(geometry, types, types64, store.reshape(-1), rows.view(n, nnei))
 
-    def _rows_per_pass(self, cpu_rows: int) -> int:
-        """Rows per pass: ``cpu_rows`` on the CPU (temporaries stay in cache), GPU_PASS_ROWS
-        on a GPU (enough to fill it; bounds the temporaries of 100k-atom systems)."""
-        return cpu_rows if self.device.type == "cpu" else GPU_PASS_ROWS
-
-    def _tangent_rows(self, inputs: torch.Tensor, kinds, params, name: str) -> torch.Tensor:
-        """(G, G') [U, 2, M] of an embedding net at inputs [U] (kept under ``name``), in
-        chunks of rows on the CPU (the sweep's [2, width, rows] temporaries stay small)."""
-        step = _balanced(inputs.shape[0], self._rows_per_pass(TANGENT_CHUNK_ROWS))
-        out = self._buffer(name, (inputs.shape[0], 2, params[-3].shape[1]), inputs.dtype)
+    def _tangent_rows(self, inputs: torch.Tensor, kinds, params, out: torch.Tensor) -> None:
+        """out [U, 2, M] = (G, G') of an embedding net at inputs [U], in chunks of rows on the
+        CPU (the sweep's [2, width, rows] temporaries stay small)."""
+        step = _balanced(inputs.shape[0], TANGENT_CHUNK_ROWS if self.device.type == "cpu"
+                         else GPU_PASS_ROWS)
         for lo in range(0, inputs.shape[0], step):
             part = embedding_tangent(inputs[lo:lo + step], kinds, params,       # [2, M, rows]
                                      workspace=self._buffer)
             out[lo:lo + step].copy_(part.permute(2, 0, 1))
-        return out
 
     def _tabulated(self, geometry: dict, types: torch.Tensor, types64: torch.Tensor):
         """(e [n], g = ∂E/∂R [n, nnei, 4] float64) with the tabulated embedding nets, or
-        (None, None) if an input lies off the table (the caller then runs the networks).
+        (None, None) if an input lies off the table (the caller then runs the networks)."""
+        no_rows = self._buffer("no_rows", (1, 1), torch.int32)
+        return self._slot_sums(geometry, types, types64, self.table["coeffs"].reshape(-1),
+                               no_rows, self.table)
+
+    def _slot_sums(self, geometry: dict, types: torch.Tensor, types64: torch.Tensor,
+                   values: torch.Tensor, rows: torch.Tensor, table: dict | None = None):
+        """(e [n], g = ∂E/∂R [n, nnei, 4] float64) by the slot-sum kernels around the fitting
+        nets, G from ``table`` (flat coefficients ``values``; (None, None) if an input lies
+        off it) or, without a table, from the store ``values`` of [G; G'] rows read at
+        ``rows`` [n, nnei].
 
         T is summed by a Taichi kernel straight from the raw R of the filled slots
         (min(type_counts, sel) per block, stored first); every empty slot of net k adds the
         same r̂ᵀG(r̂₀), added here as a constant. The fitting part runs in chunks of atoms
         (its temporaries stay small); the backward kernel then turns ∂E/∂T into ∂E/∂R.
         """
-        from taichi_kernels.tabulate import tabulated_backward, tabulated_forward
+        from taichi_kernels.tabulate import embedded_backward, embedded_forward
         env, type_counts = geometry["env"], geometry["type_counts"]
         n, ntypes = env.shape[0], len(self.sel)
         if self.compact:
             filled = torch.minimum(type_counts, self._sel).contiguous()      # [n, ntypes]
         else:   # per-slot statistics: empty slots differ, the kernels visit every slot
             filled = self._sel.expand(n, -1).contiguous()
-        coeffs = self.table["coeffs"]
-        n_channels = coeffs.shape[3]
+        n_channels = self._empty_terms.shape[-1]
         real = _real(self.dtype)
         on_cpu = self.device.type == "cpu"
+        stored = table is None
+        grid = (0, 0.0, 0.0) if stored else (table["coeffs"].shape[1], table["lo"], table["step"])
         kernel_args = (env, self._davg, self._inv_dstd, types, self._slot_block, self._slot_rank,
-                       filled, coeffs.reshape(-1), coeffs.shape[1], self.table["lo"],
-                       self.table["step"], ntypes_of(coeffs, self._one_side), int(self._one_side))
+                       filled, values, rows, *grid, ntypes, int(self._one_side))
         t_mat = self._buffer("t_mat", (n, 4, n_channels), self.dtype)
-        outside = self.table["_outside"]
-        outside.zero_()
-        tabulated_forward(*kernel_args, t_mat, outside, n_channels if on_cpu else 0, real)
+        outside = self._buffer("outside", (1,), torch.int32).zero_()
+        embedded_forward(*kernel_args, t_mat, outside, n_channels if on_cpu else 0, real, stored)
         n_outside = int(outside[0])
         if n_outside:
             self.table_misses += 1
             if not self._warned_table:
                 self._warned_table = True
                 warnings.warn(f"{self.path}: {n_outside} inputs lie outside the compression "
-                              f"table [{self.table['lo']:.3f}, {self.table['hi']:.3f}]; such "
+                              f"table [{table['lo']:.3f}, {table['hi']:.3f}]; such "
                               "force calls use the uncompressed network", RuntimeWarning,
                               stacklevel=3)
             return None, None
@@ -419,8 +353,8 @@ class DeepPotential:
                 mask = (types64 == k % ntypes).to(self.dtype)
                 t_mat += (empty[:, t_j] * mask)[:, None, None] * term[k % ntypes]
         e_atom, grad_t = self._fitting_in_chunks(t_mat, types64)
-        grad = self._buffer("env_grad_tabulated", tuple(env.shape), torch.float64)
-        tabulated_backward(*kernel_args, grad_t, grad, real)
+        grad = self._buffer("env_grad_kernel", tuple(env.shape), torch.float64)
+        embedded_backward(*kernel_args, grad_t, grad, real, stored)
         return e_atom, grad
 
     def _fitting_in_chunks(self, t_mat: torch.Tensor, types64: torch.Tensor):
@@ -484,12 +418,6 @@ class DeepPotential:
                           RuntimeWarning, stacklevel=2)
 
 
-def _contiguous_or_index(index: torch.Tensor):
-    """``index`` (sorted, distinct) as a slice when it is a contiguous range, else itself."""
-    first, last = int(index[0]), int(index[-1])
-    return slice(first, last + 1) if last - first + 1 == index.numel() else index
-
-
 def _balanced(count: int, per_pass: int) -> int:
     """Rows per pass when ``count`` rows go through in passes of ≤ ``per_pass``: equal
     passes (no small tail), never a multiple of 512 (a transposed copy of such a row count
@@ -499,32 +427,7 @@ def _balanced(count: int, per_pass: int) -> int:
     return size + 8 if size % 512 == 0 else size
 
 
-def _chunks(centres, count: int, step: int):
-    """(centres[lo:hi], lo, hi) for consecutive chunks of ≤ step of ``count`` centres
-    (a slice or an index tensor)."""
-    for lo in range(0, count, step):
-        hi = min(count, lo + step)
-        if isinstance(centres, slice):
-            yield slice(centres.start + lo, centres.start + hi), lo, hi
-        else:
-            yield centres[lo:hi], lo, hi
-
-
-def _add_rows(target: torch.Tensor, rows, values: torch.Tensor) -> None:
-    """target[rows] += values, rows a slice or distinct indices."""
-    if isinstance(rows, slice):
-        target[rows] += values
-    else:
-        target.index_add_(0, rows, values)
-
-
 def _real(dtype: torch.dtype):
-    """The Taichi float type of a torch dtype (the tabulated kernels compute in it)."""
+    """The Taichi float type of a torch dtype (the slot-sum kernels compute in it)."""
     import taichi as ti
     return ti.f32 if dtype == torch.float32 else ti.f64
-
-
-def ntypes_of(coeffs: torch.Tensor, one_side: bool) -> int:
-    """Number of atom types from the number of tabulated nets (ntypes or ntypes²)."""
-    n = coeffs.shape[0]
-    return n if one_side else int(round(n ** 0.5))

@@ -1,13 +1,18 @@
-"""Compressed se_e2_a: the embedding nets as quintic tables, fused with T = R̂ᵀ G.
+"""se_e2_a sums over the slots, T = R̂ᵀG and its gradient, with G from a table or a store.
 
-Table layout: coeffs[k, q, p, m] (p = 0..5) for embedding net k, interval q (x in
-[lo + q·h, lo + (q+1)·h)) and channel m: G_m(x) = Σ_p c_p t^p with t = x − lo − q·h.
-Channels are innermost, so the loops over m read contiguous coefficients and the CPU
-compiler vectorises them. The kernels take the table flattened to 1-D (with its interval
-count n_int) and index it as base + p·M + m: Taichi linearises a 4-D index in 32-bit
-arithmetic that LLVM cannot prove consecutive in m, so it loaded the 4-D table one element
-at a time (forward kernel, 1,536 water atoms: 22 ms with the 4-D index, 8 ms flat). G is never stored: both kernels evaluate it on the fly, in the
-precision ``real`` of the model (float32 tables and sums for a float32 model).
+Two sources of the embedding output G_m(x) of slot s (x = R̂[i, s, 0]), chosen per call by
+the static flag ``stored``:
+- a quintic table (compressed model): coeffs[k, q, p, m] (p = 0..5) for embedding net k,
+  interval q (x in [lo + q·h, lo + (q+1)·h)) and channel m: G_m(x) = Σ_p c_p t^p with
+  t = x − lo − q·h; G is never stored, both kernels evaluate it on the fly;
+- a store of rows [G; G'] (the uncompressed model's pair path, dpengine.deeppot): slot s of
+  atom i reads row rows[i, s] of values [U, 2, M], G' = dG/dx.
+Channels are innermost, so the loops over m read contiguous values and the CPU compiler
+vectorises them. The kernels take the table (or store) flattened to 1-D and index it as
+base + p·M + m: Taichi linearises a multi-dimensional index in 32-bit arithmetic that LLVM
+cannot prove consecutive in m, so it loaded a 4-D table one element at a time (forward
+kernel, 1,536 water atoms: 22 ms with the 4-D index, 8 ms flat). Sums run in the precision
+``real`` of the model (float32 tables, rows and sums for a float32 model).
 
     R̂[i, s, c] = (R[i, s, c] − davg[t_i, s, c]) · inv_dstd[t_i, s, c]     (normalised input)
     T[i, c, m] = Σ_s R̂[i, s, c] · G_m(R̂[i, s, 0])                        (forward)
@@ -16,7 +21,9 @@ precision ``real`` of the model (float32 tables and sums for a float32 model).
                      · inv_dstd[t_i, s, c]                                 (backward)
 with inv_dstd = 1/dstd (products: divisions made the kernels ~30% slower). The kernels read
 the raw environment matrix R (float64, as the geometry kernel writes it) and the
-statistics, so no normalised copy of R is ever stored.
+statistics, so no normalised copy of R is ever stored. Only the filled slots are visited
+(slot s is the slot_rank[s]-th of its block slot_block[s]; atom i has filled[i, t]
+neighbours in block t, stored first); the empty ones add a constant the caller adds.
 
 The embedding net of slot s of atom i is its block (neighbour type) t_j, or
 t_j·ntypes + t_i when the model is not ``type_one_side``.
@@ -80,23 +87,52 @@ def _lookup(env: ti.template(), davg: ti.template(), inv_dstd: ti.template(), i:
     return _net_of(i, s, slot_block, types, ntypes, type_one_side), q, t, inside
 
 
+@ti.func
+def _slot_source(env: ti.template(), davg: ti.template(), inv_dstd: ti.template(),
+                 types: ti.template(), slot_block: ti.template(), rows: ti.template(), i: ti.i32,
+                 s: ti.i32, n_int: ti.i32, lo: ti.f64, step: ti.f64, ntypes: ti.i32,
+                 type_one_side: ti.i32, n_channels: ti.i32, stored: ti.template()):
+    """(base, t, inside) of slot s of atom i: with ``stored``, base = flat index of its row's
+    G (G' follows M further on) and t = 0; else base = flat index of coeffs[k, q, 0, 0] and
+    t the offset in interval q. inside = 0 for an input off the table."""
+    base, t, inside = 0, 0.0, 1
+    if ti.static(stored):
+        base = rows[i, s] * 2 * n_channels
+    else:
+        k, q, t_off, on_table = _lookup(env, davg, inv_dstd, i, s, lo, step, n_int,
+                                        slot_block, types, ntypes, type_one_side)
+        base, t, inside = _row(k, q, n_int, n_channels), t_off, on_table
+    return base, t, inside
+
+
+@ti.func
+def _value(values: ti.template(), base: ti.i32, m: ti.i32, n_channels: ti.i32, t,
+           real: ti.template(), stored: ti.template()):
+    """G_m of a slot from its source (see :func:`_slot_source`)."""
+    g = ti.cast(0.0, real)
+    if ti.static(stored):
+        g = ti.cast(values[base + m], real)
+    else:
+        g = _table_value(values, base, m, n_channels, t, real)
+    return g
+
+
 @ti.kernel
-def tabulated_forward(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim=3),
-                      inv_dstd: ti.types.ndarray(ndim=3), types: ti.types.ndarray(ndim=1),
-                      slot_block: ti.types.ndarray(ndim=1), slot_rank: ti.types.ndarray(ndim=1),
-                      filled: ti.types.ndarray(ndim=2), coeffs: ti.types.ndarray(ndim=1),
-                      n_int: ti.i32, lo: ti.f64, step: ti.f64, ntypes: ti.i32,
-                      type_one_side: ti.i32,
-                      t_mat: ti.types.ndarray(ndim=3), outside: ti.types.ndarray(ndim=1),
-                      per_atom: ti.template(), real: ti.template()):
+def embedded_forward(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim=3),
+                     inv_dstd: ti.types.ndarray(ndim=3), types: ti.types.ndarray(ndim=1),
+                     slot_block: ti.types.ndarray(ndim=1), slot_rank: ti.types.ndarray(ndim=1),
+                     filled: ti.types.ndarray(ndim=2), values: ti.types.ndarray(ndim=1),
+                     rows: ti.types.ndarray(ndim=2), n_int: ti.i32, lo: ti.f64, step: ti.f64,
+                     ntypes: ti.i32, type_one_side: ti.i32,
+                     t_mat: ti.types.ndarray(ndim=3), outside: ti.types.ndarray(ndim=1),
+                     per_atom: ti.template(), real: ti.template(), stored: ti.template()):
     """t_mat [N, 4, M] = Σ_s R̂ᵀ G over the filled slots (not yet divided by nnei; the
     empty ones are a constant the caller adds); outside[0] += slots off the table.
 
-    Slot s is the slot_rank[s]-th of its block slot_block[s]; atom i has filled[i, t]
-    neighbours in block t, stored first.
-
-    ``per_atom`` = M (CPU): one thread per atom, the channel loop innermost over
-    contiguous coefficients, T accumulated in thread-local arrays of length M; 0 (GPU): one
+    ``values``: the flat table (n_int intervals from lo, width step; ``rows`` unused) or,
+    with ``stored``, the flat store of [G; G'] rows (``rows`` [N, nnei] int32; n_int, lo,
+    step unused). ``per_atom`` = M (CPU): one thread per atom, the channel loop innermost
+    over contiguous values, T accumulated in thread-local arrays of length M; 0 (GPU): one
     thread per (atom, channel), whose neighbouring threads read neighbouring channels.
     """
     n_channels = t_mat.shape[2]
@@ -110,15 +146,15 @@ def tabulated_forward(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim
                 n_out = 0
                 for s in range(env.shape[1]):
                     if slot_rank[s] < filled[i, slot_block[s]]:
-                        k, q, t, inside = _lookup(env, davg, inv_dstd, i, s, lo, step, n_int,
-                                                  slot_block, types, ntypes, type_one_side)
+                        base, t, inside = _slot_source(env, davg, inv_dstd, types, slot_block,
+                                                       rows, i, s, n_int, lo, step, ntypes,
+                                                       type_one_side, per_atom, stored)
                         n_out += 1 - inside
                         t_real = ti.cast(t, real)
                         r = [ti.cast(_normalised(env, davg, inv_dstd, i, s, types[i], c), real)
                              for c in ti.static(range(4))]
-                        row = _row(k, q, n_int, per_atom)
                         for m in range(per_atom):
-                            g = _table_value(coeffs, row, m, per_atom, t_real, real)
+                            g = _value(values, base, m, per_atom, t_real, real, stored)
                             for c in ti.static(range(4)):
                                 acc[c][m] += r[c] * g
                 for m in range(per_atom):
@@ -132,11 +168,11 @@ def tabulated_forward(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim
             n_out = 0
             for s in range(env.shape[1]):
                 if slot_rank[s] < filled[i, slot_block[s]]:
-                    k, q, t, inside = _lookup(env, davg, inv_dstd, i, s, lo, step, n_int,
-                                              slot_block, types, ntypes, type_one_side)
+                    base, t, inside = _slot_source(env, davg, inv_dstd, types, slot_block, rows,
+                                                   i, s, n_int, lo, step, ntypes, type_one_side,
+                                                   n_channels, stored)
                     n_out += 1 - inside
-                    g = _table_value(coeffs, _row(k, q, n_int, n_channels), m, n_channels,
-                                     ti.cast(t, real), real)
+                    g = _value(values, base, m, n_channels, ti.cast(t, real), real, stored)
                     for c in ti.static(range(4)):
                         acc[c] += ti.cast(_normalised(env, davg, inv_dstd, i, s, types[i], c),
                                           real) * g
@@ -147,39 +183,47 @@ def tabulated_forward(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim
 
 
 @ti.kernel
-def tabulated_backward(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim=3),
-                       inv_dstd: ti.types.ndarray(ndim=3), types: ti.types.ndarray(ndim=1),
-                       slot_block: ti.types.ndarray(ndim=1), slot_rank: ti.types.ndarray(ndim=1),
-                       filled: ti.types.ndarray(ndim=2), coeffs: ti.types.ndarray(ndim=1),
-                       n_int: ti.i32, lo: ti.f64, step: ti.f64, ntypes: ti.i32,
-                       type_one_side: ti.i32, grad_t: ti.types.ndarray(ndim=3), grad_env: ti.types.ndarray(ndim=3),
-                       real: ti.template()):
+def embedded_backward(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim=3),
+                      inv_dstd: ti.types.ndarray(ndim=3), types: ti.types.ndarray(ndim=1),
+                      slot_block: ti.types.ndarray(ndim=1), slot_rank: ti.types.ndarray(ndim=1),
+                      filled: ti.types.ndarray(ndim=2), values: ti.types.ndarray(ndim=1),
+                      rows: ti.types.ndarray(ndim=2), n_int: ti.i32, lo: ti.f64, step: ti.f64,
+                      ntypes: ti.i32, type_one_side: ti.i32, grad_t: ti.types.ndarray(ndim=3),
+                      grad_env: ti.types.ndarray(ndim=3), real: ti.template(),
+                      stored: ti.template()):
     """grad_env [N, W, 4] = ∂L/∂R (raw R) from grad_t = ∂L/∂T [N, 4, M] (see the module
-    docstring); 0 on the slots not visited (empty: their R is 0 whatever the positions)."""
+    docstring; ``values``, ``rows``, ``stored`` as for :func:`embedded_forward`); 0 on the
+    slots not visited (empty: their R is 0 whatever the positions)."""
     n_channels = grad_t.shape[2]
     for i, s in ti.ndrange(env.shape[0], env.shape[1]):
         if slot_rank[s] >= filled[i, slot_block[s]]:
             for c in ti.static(range(4)):
                 grad_env[i, s, c] = 0.0
             continue
-        k, q, t64, _inside = _lookup(env, davg, inv_dstd, i, s, lo, step, n_int, slot_block,
-                                     types, ntypes, type_one_side)
+        base, t64, _inside = _slot_source(env, davg, inv_dstd, types, slot_block, rows, i, s,
+                                          n_int, lo, step, ntypes, type_one_side, n_channels,
+                                          stored)
         t = ti.cast(t64, real)
         t_i = types[i]
         r = [ti.cast(_normalised(env, davg, inv_dstd, i, s, t_i, c), real)
              for c in ti.static(range(4))]
         acc = ti.Vector.zero(real, 4)   # sums over m: vectorised by the compiler
         acc_ds = ti.cast(0.0, real)
-        row = _row(k, q, n_int, n_channels)
         for m in range(n_channels):
-            j = row + m
-            g = ti.cast(coeffs[j + 5 * n_channels], real)
-            dg = ti.cast(5, real) * g
-            for p in ti.static(range(4, 0, -1)):
-                c_p = coeffs[j + p * n_channels]
-                g = g * t + c_p
-                dg = dg * t + ti.cast(p, real) * c_p
-            g = g * t + coeffs[j]
+            g = ti.cast(0.0, real)
+            dg = ti.cast(0.0, real)
+            if ti.static(stored):
+                g = ti.cast(values[base + m], real)
+                dg = ti.cast(values[base + n_channels + m], real)
+            else:
+                j = base + m
+                g = ti.cast(values[j + 5 * n_channels], real)
+                dg = ti.cast(5, real) * g
+                for p in ti.static(range(4, 0, -1)):
+                    c_p = values[j + p * n_channels]
+                    g = g * t + c_p
+                    dg = dg * t + ti.cast(p, real) * c_p
+                g = g * t + values[j]
             gt = [ti.cast(grad_t[i, c, m], real) for c in ti.static(range(4))]
             for c in ti.static(range(4)):
                 acc[c] += gt[c] * g

@@ -79,20 +79,26 @@ def test_compress_needs_a_minimum_distance(tmp_path, capsys):
     assert not (tmp_path / "c.pt").exists()
 
 
-def test_gpu_thread_layout_equals_cpu_layout():
+@pytest.mark.parametrize("stored", [False, True])
+def test_gpu_thread_layout_equals_cpu_layout(stored):
     """The forward kernel's GPU branch (a thread per atom and channel) run on the CPU gives
-    the CPU branch's numbers (to round-off), so the branch CI cannot run on a GPU is still
-    exercised."""
+    the CPU branch's numbers (to round-off), with G from a table or from a store of rows,
+    so the branch CI cannot run on a GPU is still exercised."""
     from dpengine.backend import init_taichi
     import taichi as ti
-    from taichi_kernels.tabulate import tabulated_forward
+    from taichi_kernels.tabulate import embedded_forward
     init_taichi("cpu")
     rng = np.random.default_rng(5)
     n, widths, m, n_int = 7, [8, 16], 5, 40
     env = torch.tensor(rng.uniform(0.0, 0.35, (n, sum(widths), 4)))
     davg = torch.tensor(rng.uniform(-0.01, 0.01, (2, sum(widths), 4)))
     inv_dstd = torch.tensor(rng.uniform(0.9, 1.1, (2, sum(widths), 4)))
-    coeffs = torch.tensor(rng.normal(size=(2, n_int, 6, m)))
+    if stored:      # rows [G; G'] of 30 inputs, read by every slot at a random row
+        values = torch.tensor(rng.normal(size=(30, 2, m))).reshape(-1)
+        rows = torch.tensor(rng.integers(0, 30, (n, sum(widths))), dtype=torch.int32)
+    else:
+        values = torch.tensor(rng.normal(size=(2, n_int, 6, m))).reshape(-1)
+        rows = torch.zeros(1, 1, dtype=torch.int32)
     slot_block = torch.tensor([t for t, w in enumerate(widths) for _ in range(w)],
                               dtype=torch.int32)
     slot_rank = torch.tensor([r for w in widths for r in range(w)], dtype=torch.int32)
@@ -103,9 +109,8 @@ def test_gpu_thread_layout_equals_cpu_layout():
     for per_atom in (m, 0):
         t_mat = torch.zeros(n, 4, m, dtype=torch.float64)
         outside = torch.zeros(1, dtype=torch.int32)
-        tabulated_forward(env, davg, inv_dstd, types, slot_block, slot_rank, filled,
-                          coeffs.reshape(-1), n_int, 0.0, 0.01, 2, 1, t_mat, outside, per_atom,
-                          ti.f64)
+        embedded_forward(env, davg, inv_dstd, types, slot_block, slot_rank, filled, values,
+                         rows, n_int, 0.0, 0.01, 2, 1, t_mat, outside, per_atom, ti.f64, stored)
         out.append(t_mat)
     # equal up to the order of the floating-point operations the compiler chose
     torch.testing.assert_close(out[0], out[1], rtol=1e-13, atol=1e-13)

@@ -91,11 +91,10 @@ def test_random_model_matches_reference(tmp_path, device, type_one_side, slot_st
 def test_pair_path_matches_autograd_path(tmp_path, monkeypatch, type_one_side, precision):
     """The pair path (each same-type pair's embedding input evaluated once, in tangent mode)
     == autograd through the nets on every slot. The box is shorter than 2 r_c, so atoms see
-    their own images and two images of one neighbour; types are shuffled (the centres of a
-    net are not a range); tiny chunks put the two slots of a pair in different passes."""
+    their own images and two images of one neighbour; types are shuffled (the owners of a
+    net's inputs are not a range); tiny sweeps put the two nets' rows in several chunks."""
     import dpengine.deeppot as deeppot
     from conftest import random_se_a_model
-    monkeypatch.setattr(deeppot, "PAIR_CHUNK_ROWS", 150)
     monkeypatch.setattr(deeppot, "TANGENT_CHUNK_ROWS", 37)
     path = random_se_a_model(tmp_path / "m.pt", 3, type_one_side)
     rng = np.random.default_rng(5)
