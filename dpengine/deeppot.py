@@ -244,39 +244,32 @@ class DeepPotential:
 
         The two slots of a pair of same-type atoms, (i → j, r) and (j → i, −r), have the same
         input ŝ (Taichi ``pair_partners`` finds the second); the slot with the smaller flat
-        index owns it. The embedding nets run on the owned inputs only (about half the filled
-        slots for water), in tangent mode (:func:`embedding_tangent`), into a store of rows
-        [G; G'] [U, 2, M] (net by net); every filled slot then reads its row: the slot-sum
+        index owns it. Taichi ``count_owned`` and ``store_rows`` number the owned inputs net by
+        net and give every filled slot its row. The embedding nets run on the owned inputs
+        only (about half the filled slots for water), in tangent mode
+        (:func:`embedding_tangent`), into a store of rows [G; G'] [U, 2, M]; the slot-sum
         kernels give T = Σ_s R̂ᵀG, and after the fitting nets ∂E/∂R from ∂E/∂T, G and G'
         (see :meth:`_slot_sums`). No autograd.
         """
         from taichi_kernels.se_a import pair_partners
+        from taichi_kernels.tabulate import count_owned, store_rows
 
-        env, slot_j = geometry["env"], geometry["slot_j"]
+        env, slot_j, type_counts = geometry["env"], geometry["slot_j"], geometry["type_counts"]
         n, nnei = slot_j.shape
+        n_nets = len(self.net.embeddings)
         partner = self._buffer("partner", (n, nnei), torch.int32)
-        pair_partners(slot_j, geometry["slot_key"], types, geometry["type_counts"], self._sec,
-                      partner)
-        partner = partner.reshape(-1).to(torch.long)
-        filled = (slot_j >= 0).reshape(-1)
-        flat = torch.arange(n * nnei, device=self.device)
-        own = filled & ((partner < 0) | (flat < partner))
-        own_ids = torch.nonzero(own).squeeze(1)
-        atom, slot = own_ids // nnei, own_ids % nnei
-        net = self._slot_block[slot].to(torch.long)
-        if not self._one_side:
-            net = net * len(self.sel) + types64[atom]
-        order = torch.argsort(net, stable=True)              # rows grouped by embedding net
-        own_ids, atom, slot = own_ids[order], atom[order], slot[order]
-        counts = torch.bincount(net, minlength=len(self.net.embeddings)).tolist()
-        rows = self._buffer("rows", (n * nnei,), torch.int32).fill_(-1)
-        rows[own_ids] = torch.arange(own_ids.numel(), dtype=torch.int32, device=self.device)
-        mirrored = torch.nonzero(filled & ~own).squeeze(1)
-        rows[mirrored] = rows[partner[mirrored]]
-        centre = types64[atom]
-        inputs = ((env[atom, slot, 0] - self._davg[centre, slot, 0])
-                  * self._inv_dstd[centre, slot, 0]).to(self.dtype)       # ŝ, as the kernels
-        store = self._buffer("store", (own_ids.numel(), 2, self._empty_terms.shape[-1]),
+        pair_partners(slot_j, geometry["slot_key"], types, type_counts, self._sec, partner)
+        owned = self._buffer("owned", (n_nets, n), torch.int32).zero_()
+        count_owned(partner, types, type_counts, self._sec, int(self._one_side), owned)
+        flat_owned = owned.view(-1)
+        first_row = torch.cumsum(flat_owned, 0, dtype=torch.int32).sub_(flat_owned)
+        counts = owned.sum(dim=1).tolist()                   # rows per net, in net order
+        rows = self._buffer("rows", (n, nnei), torch.int32)
+        inputs = self._buffer("inputs", (sum(counts),), self.dtype)
+        store_rows(env, self._davg, self._inv_dstd, partner, types, type_counts, self._sec,
+                   int(self._one_side), first_row.view(n_nets, n), rows, inputs,
+                   _real(self.dtype))
+        store = self._buffer("store", (inputs.shape[0], 2, self._empty_terms.shape[-1]),
                              self.dtype)
         lo = 0
         for k, emb in enumerate(self.net.embeddings):
@@ -284,7 +277,7 @@ class DeepPotential:
                 self._tangent_rows(inputs[lo:lo + counts[k]], self._emb_kinds[k],
                                    layer_params(emb), store[lo:lo + counts[k]])
                 lo += counts[k]
-        return self._slot_sums(geometry, types, types64, store.reshape(-1), rows.view(n, nnei))
+        return self._slot_sums(geometry, types, types64, store.reshape(-1), rows)
 
     def _tangent_rows(self, inputs: torch.Tensor, kinds, params, out: torch.Tensor) -> None:
         """out [U, 2, M] = (G, G') of an embedding net at inputs [U], in chunks of rows on the

@@ -231,3 +231,58 @@ def embedded_backward(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim
         acc[0] += acc_ds
         for c in ti.static(range(4)):
             grad_env[i, s, c] = ti.cast(acc[c], ti.f64) * ti.cast(inv_dstd[t_i, s, c], ti.f64)
+
+
+@ti.func
+def _owns(partner: ti.template(), i: ti.i32, s: ti.i32) -> ti.i32:
+    """1 if slot s of atom i owns its embedding input: no mirror slot, or it comes first."""
+    p = partner[i, s]
+    return ti.cast(p < 0 or i * partner.shape[1] + s < p, ti.i32)
+
+
+@ti.func
+def _block_end(type_counts: ti.template(), sec: ti.template(), i: ti.i32, t: ti.i32) -> ti.i32:
+    """One past the last filled slot of block t of atom i."""
+    return sec[t] + ti.min(type_counts[i, t], sec[t + 1] - sec[t])
+
+
+@ti.kernel
+def count_owned(partner: ti.types.ndarray(ndim=2), types: ti.types.ndarray(ndim=1),
+                type_counts: ti.types.ndarray(ndim=2), sec: ti.types.ndarray(ndim=1),
+                type_one_side: ti.i32, owned: ti.types.ndarray(ndim=2)):
+    """owned[k, i] = filled slots of atom i that own their input and belong to embedding net k
+    (``partner`` from taichi_kernels.se_a.pair_partners; entries of other nets untouched)."""
+    ntypes = type_counts.shape[1]
+    for i, t in ti.ndrange(partner.shape[0], ntypes):
+        k = t if type_one_side else t * ntypes + types[i]
+        count = 0
+        for s in range(sec[t], _block_end(type_counts, sec, i, t)):
+            count += _owns(partner, i, s)
+        owned[k, i] = count
+
+
+@ti.kernel
+def store_rows(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim=3),
+               inv_dstd: ti.types.ndarray(ndim=3), partner: ti.types.ndarray(ndim=2),
+               types: ti.types.ndarray(ndim=1), type_counts: ti.types.ndarray(ndim=2),
+               sec: ti.types.ndarray(ndim=1), type_one_side: ti.i32,
+               first_row: ti.types.ndarray(ndim=2), rows: ti.types.ndarray(ndim=2),
+               inputs: ti.types.ndarray(ndim=1), real: ti.template()):
+    """The store's row of every filled slot, rows[i, s], and the input of every owned row,
+    inputs[row] = R̂[i, s, 0]: the owned slots of atom i in net k take rows first_row[k, i],
+    first_row[k, i] + 1, … in slot order; a mirrored slot takes its owner's row."""
+    ntypes = type_counts.shape[1]
+    for i, t in ti.ndrange(partner.shape[0], ntypes):
+        k = t if type_one_side else t * ntypes + types[i]
+        row = first_row[k, i]
+        for s in range(sec[t], _block_end(type_counts, sec, i, t)):
+            if _owns(partner, i, s):
+                rows[i, s] = row
+                inputs[row] = ti.cast(_normalised(env, davg, inv_dstd, i, s, types[i], 0), real)
+                row += 1
+    nnei = partner.shape[1]     # (a second top-level loop: runs after the first has finished)
+    for i, t in ti.ndrange(partner.shape[0], ntypes):
+        for s in range(sec[t], _block_end(type_counts, sec, i, t)):
+            if not _owns(partner, i, s):
+                p = partner[i, s]
+                rows[i, s] = rows[p // nnei, p % nnei]
