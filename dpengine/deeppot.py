@@ -89,6 +89,7 @@ class DeepPotential:
             self.table["coeffs"] = (self.table["coeffs"].permute(0, 1, 3, 2)
                                     .to(self.dtype).contiguous())
         if self.table is not None or self._pair_path:   # statics of the slot-sum kernels
+            self._empty_flat = self._empty_terms.to(self.dtype).contiguous().reshape(-1)
             self._davg = self.net.davg.detach().contiguous()
             self._inv_dstd = (1.0 / self.net.dstd.detach()).contiguous()
             self._slot_block = torch.tensor([t for t, w in enumerate(self.sel) for _ in range(w)],
@@ -305,8 +306,8 @@ class DeepPotential:
 
         T is summed by a Taichi kernel straight from the raw R of the filled slots
         (min(type_counts, sel) per block, stored first); every empty slot of net k adds the
-        same r̂ᵀG(r̂₀), added here as a constant. The fitting part runs in chunks of atoms
-        (its temporaries stay small); the backward kernel then turns ∂E/∂T into ∂E/∂R.
+        same r̂ᵀG(r̂₀), a constant the kernel adds per block. The fitting part runs in chunks
+        of atoms (its temporaries stay small); the backward kernel then turns ∂E/∂T into ∂E/∂R.
         """
         from taichi_kernels.tabulate import embedded_backward, embedded_forward
         env, type_counts = geometry["env"], geometry["type_counts"]
@@ -324,7 +325,8 @@ class DeepPotential:
                        filled, values, rows, *grid, ntypes, int(self._one_side))
         t_mat = self._buffer("t_mat", (n, 4, n_channels), self.dtype)
         outside = self._buffer("outside", (1,), torch.int32).zero_()
-        embedded_forward(*kernel_args, t_mat, outside, n_channels if on_cpu else 0, real, stored)
+        embedded_forward(*kernel_args, self._sel, self._empty_flat, t_mat, outside,
+                         n_channels if on_cpu else 0, real, stored)
         n_outside = int(outside[0])
         if n_outside:
             self.table_misses += 1
@@ -335,16 +337,6 @@ class DeepPotential:
                               "force calls use the uncompressed network", RuntimeWarning,
                               stacklevel=3)
             return None, None
-        # the empty slots: a constant r̂ᵀG(r̂₀) per slot and embedding net
-        empty = (self._sel - filled).to(self.dtype)                           # [n, ntypes]
-        for k in range(self._empty_terms.shape[0]):
-            t_j = k if self._one_side else k // ntypes
-            term = self._empty_terms[k]                                        # [ntypes, 4, M]
-            if self._one_side:
-                t_mat += empty[:, t_j, None, None] * term[types64]
-            else:
-                mask = (types64 == k % ntypes).to(self.dtype)
-                t_mat += (empty[:, t_j] * mask)[:, None, None] * term[k % ntypes]
         e_atom, grad_t = self._fitting_in_chunks(t_mat, types64)
         grad = self._buffer("env_grad_kernel", tuple(env.shape), torch.float64)
         embedded_backward(*kernel_args, grad_t, grad, real, stored)

@@ -117,17 +117,28 @@ def _value(values: ti.template(), base: ti.i32, m: ti.i32, n_channels: ti.i32, t
     return g
 
 
+@ti.func
+def _empty_base(t: ti.i32, t_i: ti.i32, ntypes: ti.i32, type_one_side: ti.i32,
+                n_channels: ti.i32) -> ti.i32:
+    """Flat index of empty_terms[k, t_i, 0, 0] for block t of a centre of type t_i."""
+    k = t if type_one_side else t * ntypes + t_i
+    return (k * ntypes + t_i) * 4 * n_channels
+
+
 @ti.kernel
 def embedded_forward(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim=3),
                      inv_dstd: ti.types.ndarray(ndim=3), types: ti.types.ndarray(ndim=1),
                      slot_block: ti.types.ndarray(ndim=1), slot_rank: ti.types.ndarray(ndim=1),
                      filled: ti.types.ndarray(ndim=2), values: ti.types.ndarray(ndim=1),
                      rows: ti.types.ndarray(ndim=2), n_int: ti.i32, lo: ti.f64, step: ti.f64,
-                     ntypes: ti.i32, type_one_side: ti.i32,
+                     ntypes: ti.i32, type_one_side: ti.i32, sel: ti.types.ndarray(ndim=1),
+                     empty_terms: ti.types.ndarray(ndim=1),
                      t_mat: ti.types.ndarray(ndim=3), outside: ti.types.ndarray(ndim=1),
                      per_atom: ti.template(), real: ti.template(), stored: ti.template()):
-    """t_mat [N, 4, M] = Σ_s R̂ᵀ G over the filled slots (not yet divided by nnei; the
-    empty ones are a constant the caller adds); outside[0] += slots off the table.
+    """t_mat [N, 4, M] = Σ_s R̂ᵀ G over all nnei slots (not yet divided by nnei): the filled
+    ones summed, each of the sel[t] − filled[i, t] empty slots of block t adding the constant
+    empty_terms[k, t_i] (flat [nets, ntypes, 4, M]: r̂ᵀG(r̂) of an empty slot, R = 0);
+    outside[0] += slots off the table.
 
     ``values``: the flat table (n_int intervals from lo, width step; ``rows`` unused) or,
     with ``stored``, the flat store of [G; G'] rows (``rows`` [N, nnei] int32; n_int, lo,
@@ -157,6 +168,13 @@ def embedded_forward(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim=
                             g = _value(values, base, m, per_atom, t_real, real, stored)
                             for c in ti.static(range(4)):
                                 acc[c][m] += r[c] * g
+                for t in range(filled.shape[1]):
+                    n_empty = sel[t] - filled[i, t]
+                    if n_empty > 0:
+                        base = _empty_base(t, types[i], ntypes, type_one_side, per_atom)
+                        for m in range(per_atom):
+                            for c in ti.static(range(4)):
+                                acc[c][m] += n_empty * empty_terms[base + c * per_atom + m]
                 for m in range(per_atom):
                     for c in ti.static(range(4)):
                         t_mat[i, c, m] = acc[c][m]
@@ -176,6 +194,10 @@ def embedded_forward(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim=
                     for c in ti.static(range(4)):
                         acc[c] += ti.cast(_normalised(env, davg, inv_dstd, i, s, types[i], c),
                                           real) * g
+            for t in range(filled.shape[1]):
+                base = _empty_base(t, types[i], ntypes, type_one_side, n_channels)
+                for c in ti.static(range(4)):
+                    acc[c] += (sel[t] - filled[i, t]) * empty_terms[base + c * n_channels + m]
             for c in ti.static(range(4)):
                 t_mat[i, c, m] = acc[c]
             if m == 0 and n_out > 0:

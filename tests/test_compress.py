@@ -105,12 +105,15 @@ def test_gpu_thread_layout_equals_cpu_layout(stored):
     filled = torch.minimum(torch.tensor(rng.integers(0, 17, (n, 2)), dtype=torch.int32),
                            torch.tensor(widths, dtype=torch.int32))   # some empty slots
     types = torch.tensor(rng.integers(0, 2, n), dtype=torch.int32)
+    sel = torch.tensor(widths, dtype=torch.int32)
+    empty_terms = torch.tensor(rng.normal(size=(2, 2, 4, m))).reshape(-1)
     out = []
     for per_atom in (m, 0):
         t_mat = torch.zeros(n, 4, m, dtype=torch.float64)
         outside = torch.zeros(1, dtype=torch.int32)
         embedded_forward(env, davg, inv_dstd, types, slot_block, slot_rank, filled, values,
-                         rows, n_int, 0.0, 0.01, 2, 1, t_mat, outside, per_atom, ti.f64, stored)
+                         rows, n_int, 0.0, 0.01, 2, 1, sel, empty_terms, t_mat, outside,
+                         per_atom, ti.f64, stored)
         out.append(t_mat)
     # equal up to the order of the floating-point operations the compiler chose
     torch.testing.assert_close(out[0], out[1], rtol=1e-13, atol=1e-13)
