@@ -119,6 +119,29 @@ def test_pair_path_matches_autograd_path(tmp_path, monkeypatch, type_one_side, p
     assert np.abs(out["virial"] - ref["virial"]).max() < tol * max(1.0, np.abs(ref["virial"]).max())
 
 
+@pytest.mark.parametrize("type_one_side", [True, False])
+def test_pair_path_with_sel_overflow(tmp_path, type_one_side):
+    """More neighbours than sel in every block (the nearest are kept): some pairs keep only
+    one of their two slots; the pair path still equals autograd on every slot."""
+    from conftest import random_se_a_model
+    path = random_se_a_model(tmp_path / "m.pt", 3, type_one_side)
+    rng = np.random.default_rng(7)
+    box = np.diag([7.0, 7.5, 6.5])
+    pos = rng.uniform(0, 1, (110, 3)) @ box
+    types = rng.integers(0, 2, 110)
+    pair = dpengine.load_model(path)
+    with pytest.warns(RuntimeWarning, match="more neighbours than"):
+        out = pair.evaluate(pos, box, types)
+    assert pair.potential.sel_overflow > 0
+    plain = dpengine.load_model(path)
+    plain.potential._emb_kinds = None
+    with pytest.warns(RuntimeWarning, match="more neighbours than"):
+        ref = plain.evaluate(pos, box, types)
+    assert abs(out["energy"] - ref["energy"]) < 1e-10 * abs(ref["energy"])
+    assert np.abs(out["forces"] - ref["forces"]).max() < 1e-10 * np.abs(ref["forces"]).max()
+    assert np.abs(out["virial"] - ref["virial"]).max() < 1e-10 * np.abs(ref["virial"]).max()
+
+
 def test_bad_inputs(water_model, tmp_path):
     model = dpengine.load_model(water_model)
     with pytest.raises(ValueError, match="shape"):
