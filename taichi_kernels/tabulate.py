@@ -23,10 +23,12 @@ with inv_dstd = 1/dstd (products: divisions made the kernels ~30% slower). The k
 the raw environment matrix R (float64, as the geometry kernel writes it) and the
 statistics, so no normalised copy of R is ever stored. Only the filled slots are visited
 (slot s is the slot_rank[s]-th of its block slot_block[s]; atom i has filled[i, t]
-neighbours in block t, stored first); the empty ones add a constant the caller adds.
+neighbours in block t, stored first); every empty slot adds the same r̂ᵀG(r̂₀) of its net,
+which the forward kernel adds per block.
 
 The embedding net of slot s of atom i is its block (neighbour type) t_j, or
-t_j·ntypes + t_i when the model is not ``type_one_side``.
+t_j·ntypes + t_i when the model is not ``type_one_side``. ``count_owned`` and ``store_rows``
+lay out the store: the two slots of a same-type pair share one row (their inputs are equal).
 """
 import taichi as ti
 
