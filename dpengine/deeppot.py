@@ -248,7 +248,7 @@ class DeepPotential:
         index owns it. Taichi ``count_owned`` and ``store_rows`` number the owned inputs net by
         net and give every filled slot its row. The embedding nets run on the owned inputs
         only (about half the filled slots for water), in tangent mode
-        (:func:`embedding_tangent`), into a store of rows [G; G'] [U, 2, M]; the slot-sum
+        (:func:`embedding_tangent`), into a store of rows G and G' [U, M]; the slot-sum
         kernels give T = Σ_s R̂ᵀG, and after the fitting nets ∂E/∂R from ∂E/∂T, G and G'
         (see :meth:`_slot_sums`). No autograd.
         """
@@ -270,25 +270,28 @@ class DeepPotential:
         store_rows(env, self._davg, self._inv_dstd, partner, types, type_counts, self._sec,
                    int(self._one_side), first_row.view(n_nets, n), rows, inputs,
                    _real(self.dtype))
-        store = self._buffer("store", (inputs.shape[0], 2, self._empty_terms.shape[-1]),
-                             self.dtype)
+        store = self._buffer("store", (2, inputs.shape[0], self._empty_terms.shape[-1]),
+                             self.dtype)                                # G, G' [2, U, M]
         lo = 0
         for k, emb in enumerate(self.net.embeddings):
+            hi = lo + counts[k]
             if counts[k]:
-                self._tangent_rows(inputs[lo:lo + counts[k]], self._emb_kinds[k],
-                                   layer_params(emb), store[lo:lo + counts[k]])
-                lo += counts[k]
-        return self._slot_sums(geometry, types, types64, store.reshape(-1), rows)
+                self._tangent_rows(inputs[lo:hi], self._emb_kinds[k], layer_params(emb),
+                                   store[:, lo:hi])
+            lo = hi
+        return self._slot_sums(geometry, types, types64, store[0].reshape(-1), rows,
+                               tangents=store[1].reshape(-1))
 
     def _tangent_rows(self, inputs: torch.Tensor, kinds, params, out: torch.Tensor) -> None:
-        """out [U, 2, M] = (G, G') of an embedding net at inputs [U], in chunks of rows on the
-        CPU (the sweep's [2, width, rows] temporaries stay small)."""
+        """out [2, U, M] = G, G' of an embedding net at inputs [U], in chunks of rows on the
+        CPU (the sweep's [2, width, rows] temporaries stay small). (One transposing copy per
+        chunk: two, one per half, took 3× as long.)"""
         step = _balanced(inputs.shape[0], TANGENT_CHUNK_ROWS if self.device.type == "cpu"
                          else GPU_PASS_ROWS)
         for lo in range(0, inputs.shape[0], step):
             part = embedding_tangent(inputs[lo:lo + step], kinds, params,       # [2, M, rows]
                                      workspace=self._buffer)
-            out[lo:lo + step].copy_(part.permute(2, 0, 1))
+            out[:, lo:lo + step].copy_(part.permute(0, 2, 1))
 
     def _tabulated(self, geometry: dict, types: torch.Tensor, types64: torch.Tensor):
         """(e [n], g = ∂E/∂R [n, nnei, 4] float64) with the tabulated embedding nets, or
@@ -298,11 +301,12 @@ class DeepPotential:
                                no_rows, self.table)
 
     def _slot_sums(self, geometry: dict, types: torch.Tensor, types64: torch.Tensor,
-                   values: torch.Tensor, rows: torch.Tensor, table: dict | None = None):
+                   values: torch.Tensor, rows: torch.Tensor, table: dict | None = None,
+                   tangents: torch.Tensor | None = None):
         """(e [n], g = ∂E/∂R [n, nnei, 4] float64) by the slot-sum kernels around the fitting
         nets, G from ``table`` (flat coefficients ``values``; (None, None) if an input lies
-        off it) or, without a table, from the store ``values`` of [G; G'] rows read at
-        ``rows`` [n, nnei].
+        off it) or, without a table, from the stores ``values`` of G and ``tangents`` of G'
+        (flat [U, M]) read at rows ``rows`` [n, nnei].
 
         T is summed by a Taichi kernel straight from the raw R of the filled slots
         (min(type_counts, sel) per block, stored first); every empty slot of net k adds the
@@ -339,7 +343,8 @@ class DeepPotential:
             return None, None
         e_atom, grad_t = self._fitting_in_chunks(t_mat, types64)
         grad = self._buffer("env_grad_kernel", tuple(env.shape), torch.float64)
-        embedded_backward(*kernel_args, grad_t, grad, real, stored)
+        embedded_backward(*kernel_args, values if tangents is None else tangents, grad_t, grad,
+                          real, stored)
         return e_atom, grad
 
     def _fitting_in_chunks(self, t_mat: torch.Tensor, types64: torch.Tensor):

@@ -5,8 +5,10 @@ the static flag ``stored``:
 - a quintic table (compressed model): coeffs[k, q, p, m] (p = 0..5) for embedding net k,
   interval q (x in [lo + q·h, lo + (q+1)·h)) and channel m: G_m(x) = Σ_p c_p t^p with
   t = x − lo − q·h; G is never stored, both kernels evaluate it on the fly;
-- a store of rows [G; G'] (the uncompressed model's pair path, dpengine.deeppot): slot s of
-  atom i reads row rows[i, s] of values [U, 2, M], G' = dG/dx.
+- a store of rows (the uncompressed model's pair path, dpengine.deeppot): slot s of atom i
+  reads row rows[i, s] of G [U, M] and, in the backward kernel, of G' = dG/dx [U, M] (two
+  arrays: the forward kernel then streams G alone; with [G; G'] interleaved per row it read
+  every other 800-byte run and took 14 ms instead of 6 at 1,536 water atoms).
 Channels are innermost, so the loops over m read contiguous values and the CPU compiler
 vectorises them. The kernels take the table (or store) flattened to 1-D and index it as
 base + p·M + m: Taichi linearises a multi-dimensional index in 32-bit arithmetic that LLVM
@@ -94,12 +96,12 @@ def _slot_source(env: ti.template(), davg: ti.template(), inv_dstd: ti.template(
                  types: ti.template(), slot_block: ti.template(), rows: ti.template(), i: ti.i32,
                  s: ti.i32, n_int: ti.i32, lo: ti.f64, step: ti.f64, ntypes: ti.i32,
                  type_one_side: ti.i32, n_channels: ti.i32, stored: ti.template()):
-    """(base, t, inside) of slot s of atom i: with ``stored``, base = flat index of its row's
-    G (G' follows M further on) and t = 0; else base = flat index of coeffs[k, q, 0, 0] and
+    """(base, t, inside) of slot s of atom i: with ``stored``, base = flat index of its row
+    in the store (G and G' alike) and t = 0; else base = flat index of coeffs[k, q, 0, 0] and
     t the offset in interval q. inside = 0 for an input off the table."""
     base, t, inside = 0, 0.0, 1
     if ti.static(stored):
-        base = rows[i, s] * 2 * n_channels
+        base = rows[i, s] * n_channels
     else:
         k, q, t_off, on_table = _lookup(env, davg, inv_dstd, i, s, lo, step, n_int,
                                         slot_block, types, ntypes, type_one_side)
@@ -143,7 +145,7 @@ def embedded_forward(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim=
     outside[0] += slots off the table.
 
     ``values``: the flat table (n_int intervals from lo, width step; ``rows`` unused) or,
-    with ``stored``, the flat store of [G; G'] rows (``rows`` [N, nnei] int32; n_int, lo,
+    with ``stored``, the flat store of G rows [U, M] (``rows`` [N, nnei] int32; n_int, lo,
     step unused). ``per_atom`` = M (CPU): one thread per atom, the channel loop innermost
     over contiguous values, T accumulated in thread-local arrays of length M; 0 (GPU): one
     thread per (atom, channel), whose neighbouring threads read neighbouring channels.
@@ -212,12 +214,13 @@ def embedded_backward(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim
                       slot_block: ti.types.ndarray(ndim=1), slot_rank: ti.types.ndarray(ndim=1),
                       filled: ti.types.ndarray(ndim=2), values: ti.types.ndarray(ndim=1),
                       rows: ti.types.ndarray(ndim=2), n_int: ti.i32, lo: ti.f64, step: ti.f64,
-                      ntypes: ti.i32, type_one_side: ti.i32, grad_t: ti.types.ndarray(ndim=3),
-                      grad_env: ti.types.ndarray(ndim=3), real: ti.template(),
-                      stored: ti.template()):
+                      ntypes: ti.i32, type_one_side: ti.i32, tangents: ti.types.ndarray(ndim=1),
+                      grad_t: ti.types.ndarray(ndim=3), grad_env: ti.types.ndarray(ndim=3),
+                      real: ti.template(), stored: ti.template()):
     """grad_env [N, W, 4] = ∂L/∂R (raw R) from grad_t = ∂L/∂T [N, 4, M] (see the module
-    docstring; ``values``, ``rows``, ``stored`` as for :func:`embedded_forward`); 0 on the
-    slots not visited (empty: their R is 0 whatever the positions)."""
+    docstring; ``values``, ``rows``, ``stored`` as for :func:`embedded_forward`, with
+    ``stored`` the flat G' rows [U, M] in ``tangents``, else unused); 0 on the slots not
+    visited (empty: their R is 0 whatever the positions)."""
     n_channels = grad_t.shape[2]
     for i, s in ti.ndrange(env.shape[0], env.shape[1]):
         if slot_rank[s] >= filled[i, slot_block[s]]:
@@ -238,7 +241,7 @@ def embedded_backward(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim
             dg = ti.cast(0.0, real)
             if ti.static(stored):
                 g = ti.cast(values[base + m], real)
-                dg = ti.cast(values[base + n_channels + m], real)
+                dg = ti.cast(tangents[base + m], real)
             else:
                 j = base + m
                 g = ti.cast(values[j + 5 * n_channels], real)

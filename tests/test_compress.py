@@ -93,8 +93,8 @@ def test_gpu_thread_layout_equals_cpu_layout(stored):
     env = torch.tensor(rng.uniform(0.0, 0.35, (n, sum(widths), 4)))
     davg = torch.tensor(rng.uniform(-0.01, 0.01, (2, sum(widths), 4)))
     inv_dstd = torch.tensor(rng.uniform(0.9, 1.1, (2, sum(widths), 4)))
-    if stored:      # rows [G; G'] of 30 inputs, read by every slot at a random row
-        values = torch.tensor(rng.normal(size=(30, 2, m))).reshape(-1)
+    if stored:      # rows G of 30 inputs, read by every slot at a random row
+        values = torch.tensor(rng.normal(size=(30, m))).reshape(-1)
         rows = torch.tensor(rng.integers(0, 30, (n, sum(widths))), dtype=torch.int32)
     else:
         values = torch.tensor(rng.normal(size=(2, n_int, 6, m))).reshape(-1)
