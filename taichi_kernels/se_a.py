@@ -13,7 +13,7 @@ Environment row and its Jacobian (d = r_ij, r = |d|):
 """
 import taichi as ti
 
-from taichi_kernels import spread
+from taichi_kernels import filled_end, spread
 
 Vec3 = ti.types.vector(3, ti.f64)
 Vec4 = ti.types.vector(4, ti.f64)
@@ -270,7 +270,7 @@ def pair_partners(slot_j: ti.types.ndarray(ndim=2), slot_key: ti.types.ndarray(n
                 n1 = ti.cast((key >> 8) & 255, ti.i32) - 128
                 n2 = ti.cast(key & 255, ti.i32) - 128
                 target = _pair_key(i, -n0, -n1, -n2)
-                end = sec[t] + ti.min(type_counts[j, t], sec[t + 1] - sec[t])   # filled
+                end = filled_end(type_counts, sec, j, t)
                 lo = sec[t]
                 hi = end
                 while lo < hi:

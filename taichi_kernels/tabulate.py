@@ -34,7 +34,7 @@ lay out the store: the two slots of a same-type pair share one row (their inputs
 """
 import taichi as ti
 
-from taichi_kernels import spread
+from taichi_kernels import filled_end, spread
 
 
 @ti.func
@@ -267,12 +267,6 @@ def _owns(partner: ti.template(), i: ti.i32, s: ti.i32) -> ti.i32:
     return ti.cast(p < 0 or i * partner.shape[1] + s < p, ti.i32)
 
 
-@ti.func
-def _block_end(type_counts: ti.template(), sec: ti.template(), i: ti.i32, t: ti.i32) -> ti.i32:
-    """One past the last filled slot of block t of atom i."""
-    return sec[t] + ti.min(type_counts[i, t], sec[t + 1] - sec[t])
-
-
 @ti.kernel
 def count_owned(partner: ti.types.ndarray(ndim=2), types: ti.types.ndarray(ndim=1),
                 type_counts: ti.types.ndarray(ndim=2), sec: ti.types.ndarray(ndim=1),
@@ -283,7 +277,7 @@ def count_owned(partner: ti.types.ndarray(ndim=2), types: ti.types.ndarray(ndim=
     for i, t in ti.ndrange(partner.shape[0], ntypes):
         k = t if type_one_side else t * ntypes + types[i]
         count = 0
-        for s in range(sec[t], _block_end(type_counts, sec, i, t)):
+        for s in range(sec[t], filled_end(type_counts, sec, i, t)):
             count += _owns(partner, i, s)
         owned[k, i] = count
 
@@ -302,14 +296,14 @@ def store_rows(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim=3),
     for i, t in ti.ndrange(partner.shape[0], ntypes):
         k = t if type_one_side else t * ntypes + types[i]
         row = first_row[k, i]
-        for s in range(sec[t], _block_end(type_counts, sec, i, t)):
+        for s in range(sec[t], filled_end(type_counts, sec, i, t)):
             if _owns(partner, i, s):
                 rows[i, s] = row
                 inputs[row] = ti.cast(_normalised(env, davg, inv_dstd, i, s, types[i], 0), real)
                 row += 1
     nnei = partner.shape[1]     # (a second top-level loop: runs after the first has finished)
     for i, t in ti.ndrange(partner.shape[0], ntypes):
-        for s in range(sec[t], _block_end(type_counts, sec, i, t)):
+        for s in range(sec[t], filled_end(type_counts, sec, i, t)):
             if not _owns(partner, i, s):
                 p = partner[i, s]
                 rows[i, s] = rows[p // nnei, p % nnei]
