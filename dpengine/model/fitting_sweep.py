@@ -51,7 +51,7 @@ def layer_params(mlp) -> list[torch.Tensor]:
     return out
 
 
-def _res(x: torch.Tensor, kind: int, width: int) -> torch.Tensor | None:
+def _res(x: torch.Tensor, kind: int) -> torch.Tensor | None:
     if kind == _EQUAL:
         return x
     if kind == _DOUBLE:
@@ -80,7 +80,7 @@ def fitting_sweeps(d: torch.Tensor, kinds, *params):
         h = torch.addmm(b, x, w, beta=2.0, alpha=2.0).sigmoid_().mul_(2.0).sub_(1.0)
         dd = torch.addcmul(torch.ones((), dtype=h.dtype, device=h.device), h, h, value=-1.0)
         y = h * idt if use_idt else h
-        skip = _res(x, res, w.shape[1])
+        skip = _res(x, res)
         x = y + skip if skip is not None else y.clone() if y is h else y
         xs.append(x)
         hs.append(h)

@@ -60,7 +60,7 @@ class FittingWithGrad(torch.autograd.Function):
                 w, idt = params[3 * l], params[3 * l + 2]
                 dbar = torch.mm(ab, w)                      # δ̄_l
                 wgrad[l].addmm_(ab.t(), deltas[l])
-                nxt = _res(ab, res, w.shape[1])
+                nxt = _res(ab, res)
                 sd = ds[l] * idt if use_idt else ds[l]
                 nxt = dbar * sd if nxt is None else torch.addcmul(nxt, dbar, sd)
                 da = dbar * avals[l]
