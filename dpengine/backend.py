@@ -36,3 +36,23 @@ def init_taichi(device: str = "cpu", threads: int | None = None) -> str:
         ti.init(**kwargs)
     _ACTIVE["arch"] = want
     return want
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed blocks (up to 32 MB each) in the heap instead of returning
+    them to the OS (process-wide; a no-op where there is no glibc).
+
+    A force call or a training step allocates the same large temporaries every time. With
+    glibc's adaptive thresholds the heap top was trimmed after some calls and its pages
+    faulted in afresh on the next: measured at 1,536 water atoms, 17,600 page faults and
+    ~35 ms of system time per uncompressed force call (~13%) in some processes, ~50 with
+    these settings.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 * 1024 * 1024)   # M_MMAP_THRESHOLD: fixed, its largest value
+        libc.mallopt(-1, 1 << 30)            # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass

@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from dpengine.backend import init_taichi
+from dpengine.backend import init_taichi, keep_freed_memory
 from dpengine.model.embedding_tangent import embedding_tangent
 from dpengine.model.fitting_sweep import (fitting_kinds, layer_params, fitting_sweeps,
                                           tanh_layer_kinds)
@@ -44,6 +44,8 @@ class DeepPotential:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.device = torch.device(device)
         init_taichi(self.device.type)
+        if self.device.type == "cpu":
+            keep_freed_memory()      # the force call's temporaries: no fresh pages per call
         self.dtype = PRECISIONS[precision]
         self.path = str(path)
         scripted, self.metadata = load_network(path, str(self.device), self.dtype)

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dpengine.backend import keep_freed_memory
+
 from . import checkpoint as ckpt
 from .data import load_systems
 from .features import EnvironmentProvider, GeometryCache
@@ -31,19 +33,6 @@ from .fastpath import predict
 from .model import DTYPES, block_uniform, build_network, init_parameters
 from .schedule import LearningRate, Sampler, batch_size_for, energy_force_loss, has_term
 from .stats import EnvStat, auto_sel, energy_bias, neighbor_statistics
-
-
-def _keep_freed_memory() -> None:
-    """Ask glibc to keep freed blocks (up to 32 MB each) instead of returning them to the OS:
-    a training step allocates the same large tensors every time, and fresh pages fault."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 * 1024 * 1024)   # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 30)            # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 def _adam(params, lr: float) -> torch.optim.Optimizer:
@@ -75,7 +64,7 @@ class Trainer:
         tr = cfg["training"]
         if tr["threads"]:
             torch.set_num_threads(tr["threads"])
-        _keep_freed_memory()
+        keep_freed_memory()
         self.device = torch.device(tr["device"])
         self.dtype = DTYPES[cfg["model"]["precision"]]
         torch.manual_seed(tr["seed"])
