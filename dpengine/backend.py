@@ -45,8 +45,8 @@ def keep_freed_memory() -> None:
     A force call or a training step allocates the same large temporaries every time. With
     glibc's adaptive thresholds the heap top was trimmed after some calls and its pages
     faulted in afresh on the next: measured at 1,536 water atoms, 17,600 page faults and
-    ~35 ms of system time per uncompressed force call (~13%) in some processes, ~50 with
-    these settings.
+    ~35 ms of system time per uncompressed force call (~13%) in some processes; 50–250
+    faults with these settings.
     """
     try:
         import ctypes
