@@ -11,9 +11,12 @@ Measures, in one run on one machine:
   the model's FLOPs per step reach;
 - peak memory (resident set on the CPU, allocated device memory on a GPU).
 
-Writes a Markdown table and a JSON file. Example (what docs/performance.md was made with):
+``--rounds N`` measures everything N times, DeePMD-kit and dpengine alternating in which goes
+first (a VM's speed drifts by tens of per cent within minutes), and reports medians; the
+speed-up is the median of the rounds' ratios. Writes a Markdown table and a JSON file.
+Example (docs/performance.md gives the exact command it was made with):
 
-    python tools/bench.py --deepmd-python /tmp/venv-deepmd/bin/python --out docs/performance
+    python tools/bench.py --rounds 3 --deepmd-python /tmp/venv-deepmd/bin/python --out docs/performance
 """
 import argparse
 import json
@@ -163,6 +166,10 @@ def main():
     ap.add_argument("--steps", type=int, default=5, help="timed MD steps per case (at least)")
     ap.add_argument("--min-seconds", type=float, default=2.0,
                     help="time each case (and DeePMD-kit's eval) for at least this long")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure every case (and DeePMD-kit) this many times, alternating which "
+                         "goes first; report medians, the speed-up as the median of the rounds' "
+                         "ratios")
     ap.add_argument("--deepmd-python", help="python of an environment with deepmd-kit 3.2")
     ap.add_argument("--deepmd-max-rep", type=int, default=2,
                     help="largest replica measured with DeePMD-kit (its cost grows fast)")
@@ -187,23 +194,40 @@ def main():
     gemm = gemm_rate(device=args.device)
     flops = model_flops_per_atom(meta)
     rows = []
+    cases = [(precision, name, path) for precision in ("float64", "float32")
+             for name, path in (("uncompressed", model), ("compressed", compressed))]
     for r in args.reps:
-        ref = None
-        if args.deepmd_python and r <= args.deepmd_max_rep and args.device == "cpu":
-            ref = deepmd_time(args.deepmd_python, r, max(2, args.steps // 2), args.min_seconds)
-        for precision in ("float64", "float32"):
-            for name, path in (("uncompressed", model), ("compressed", compressed)):
-                sec, n = md_step_time(path, r, args.device, precision, args.steps,
-                                      args.min_seconds)
-                row = dict(atoms=n, precision=precision, model=name, seconds_per_step=sec,
-                           us_per_step_atom=sec / n * 1e6, ns_per_day=0.5e-6 / sec * 86400)
-                if ref is not None:
-                    row["deepmd_eval_seconds"] = ref
-                    row["speedup_vs_deepmd"] = ref / sec
-                if name == "uncompressed" and precision == "float64":
-                    row["gemm_fraction"] = flops * n / sec / gemm
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+        with_ref = bool(args.deepmd_python) and r <= args.deepmd_max_rep and args.device == "cpu"
+        refs, times = [], {case[:2]: [] for case in cases}
+
+        def measure_ref():
+            refs.append(deepmd_time(args.deepmd_python, r, max(2, args.steps // 2),
+                                    args.min_seconds))
+
+        def measure_cases():
+            for precision, name, path in cases:
+                times[precision, name].append(md_step_time(path, r, args.device, precision,
+                                                           args.steps, args.min_seconds)[0])
+
+        for k in range(args.rounds):        # alternate who goes first: the VM's speed drifts
+            order = [measure_ref, measure_cases] if with_ref else [measure_cases]
+            for measure in (order if k % 2 == 0 else order[::-1]):
+                measure()
+        n = len(replicated_water(r)[2])
+        for (precision, name), secs in times.items():
+            sec = float(np.median(secs))
+            row = dict(atoms=n, precision=precision, model=name, seconds_per_step=sec,
+                       us_per_step_atom=sec / n * 1e6, ns_per_day=0.5e-6 / sec * 86400,
+                       seconds_per_round=secs)
+            if with_ref:
+                ratios = [a / b for a, b in zip(refs, secs)]
+                row.update(deepmd_eval_seconds=float(np.median(refs)),
+                           deepmd_seconds_per_round=refs,
+                           speedup_vs_deepmd=float(np.median(ratios)), speedup_per_round=ratios)
+            if name == "uncompressed" and precision == "float64":
+                row["gemm_fraction"] = flops * n / sec / gemm
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     report = dict(date=time.strftime("%Y-%m-%d"), machine=cpu_name(),
@@ -223,7 +247,9 @@ def main():
              "Written by `tools/bench.py` (the command below regenerates this file). One MD "
              "step = neighbour-list check + environment + networks + forces + velocity "
              f"Verlet, median over at least {args.steps} steps and {args.min_seconds:g} s "
-             "after 3 warm-up steps (DeePMD-kit's eval likewise, after 3 warm-up calls), on the shipped "
+             "after 3 warm-up steps (DeePMD-kit's eval likewise, after 3 warm-up calls), "
+             f"median of {args.rounds} round(s) (DeePMD-kit and dpengine alternating in "
+             "which goes first; speed-up: the median of the rounds' ratios), on the shipped "
              f"water box replicated r×r×r; model: {model_note}, and its `dpengine compress` "
              f"table. DeePMD-kit column: {deepmd_note}. GEMM fraction: the model's FLOPs per "
              "step (DeePMD-kit layout: every sel slot, forward and backward) over the step "
