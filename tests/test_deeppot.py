@@ -167,16 +167,18 @@ def test_ase_calculator(water_model, reference):
     assert np.abs(-stress * atoms.get_volume() - reference["virial"][0].reshape(3, 3)).max() < 1e-8
 
 
-def test_repeated_force_calls_reuse_memory():
+def test_repeated_force_calls_reuse_memory(device):
     """A force call's temporaries come from memory the previous call freed: at 1,536 water
     atoms a call page-faulted 12,000–18,000 times (fresh pages, ~35 ms of system time) when
     glibc trimmed its heap between calls, ~1,000 (neighbour list included) with
-    dpengine.backend.keep_freed_memory."""
+    dpengine.backend.keep_freed_memory (a CPU setting)."""
     import resource
-    from pathlib import Path
 
     from ase.io import read
-    water = Path(__file__).resolve().parents[1] / "inputs" / "water"
+    from conftest import REPO
+    if device != "cpu":
+        pytest.skip("host memory settings of the CPU path")
+    water = REPO / "inputs" / "water"
     atoms = read(water / "conf.lmp", format="lammps-data", atom_style="atomic").repeat(2)
     model = dpengine.load_model(water / "water.pt")
     args = atoms.get_positions(), np.array(atoms.get_cell()), atoms.get_atomic_numbers() - 1
