@@ -142,6 +142,8 @@ def test_frozen_model_equals_checkpoint(small_data, tmp_path):
                  "--detail", str(tmp_path / "d")]) == 0
     e_out = np.loadtxt(tmp_path / "d.e.out")
     assert e_out.shape == (2, 2) and np.loadtxt(tmp_path / "d.f.out").shape == (2 * 192, 6)
+    v_out = np.loadtxt(tmp_path / "d.v.out")     # written without virial labels too (dp test)
+    assert v_out.shape == (2, 18) and not v_out[:, :9].any() and v_out[:, 9:].any()
     with torch.no_grad():
         energies = [float(predict(trainer.net, trainer.valid_caches[0].batch([k]),
                                   forces=False)["energy"][0]) for k in range(2)]

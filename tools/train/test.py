@@ -10,9 +10,10 @@ the labels:
 
 The overall figures are averages over systems weighted by frames (energy, virial) or by
 force components, combined as RMSE = √(Σ wᵢ RMSEᵢ² / Σ wᵢ) (DeePMD-kit's weighted average).
-``detail`` writes PREFIX.e.out, PREFIX.e_peratom.out, PREFIX.f.out (and PREFIX.v.out,
-PREFIX.v_peratom.out) with data and prediction columns and one ``# system: ...`` header
-per system, as ``dp test --detail-file`` does.
+``detail`` writes PREFIX.e.out, PREFIX.e_peratom.out, PREFIX.f.out, PREFIX.v.out and
+PREFIX.v_peratom.out with data and prediction columns and one ``# system: ...`` header per
+system, as ``dp test --detail-file`` does (DeePMD-kit 3 included: the virial files are
+always written, their data columns 0 for a system without virial.npy).
 """
 from __future__ import annotations
 
@@ -98,11 +99,11 @@ def write_detail(prefix: str | Path, system, pred: dict, append: bool) -> None:
     save("e_peratom.out", e / n, "data_e pred_e")
     fcols = np.column_stack([system.forces[:f].reshape(-1, 3), pred["force"].reshape(-1, 3)])
     save("f.out", fcols, "data_fx data_fy data_fz pred_fx pred_fy pred_fz")
-    if system.virial is not None:
-        v = np.column_stack([system.virial[:f], pred["virial"]])
-        head = " ".join([f"data_v{c}" for c in _V_NAMES] + [f"pred_v{c}" for c in _V_NAMES])
-        save("v.out", v, head)
-        save("v_peratom.out", v / n, head)
+    data_v = system.virial[:f] if system.virial is not None else np.zeros((f, 9))
+    v = np.column_stack([data_v, pred["virial"]])
+    head = " ".join([f"data_v{c}" for c in _V_NAMES] + [f"pred_v{c}" for c in _V_NAMES])
+    save("v.out", v, head)
+    save("v_peratom.out", v / n, head)
 
 
 def run_test(model_path, systems, n_frames: int | None = None, detail: str | None = None,
