@@ -399,13 +399,14 @@ class DeepPotential:
     def _check_overflow(self, type_counts: torch.Tensor) -> None:
         over = type_counts > self._sel
         self.sel_overflow = int(over.any(dim=1).sum())
-        self.max_neighbors = type_counts.max(dim=0).values.tolist() if len(type_counts) else []
+        self.max_neighbors = type_counts.amax(dim=0).tolist() if len(type_counts) else []
         if self.sel_overflow and not self._warned_overflow:
             self._warned_overflow = True
             detail = ", ".join(f"{name}: {m} > sel {s}" for name, m, s in
                                zip(self.type_map, self.max_neighbors, self.sel) if m > s)
             warnings.warn(f"{self.path}: {self.sel_overflow} atoms have more neighbours than the "
-                          f"model's sel ({detail}); the nearest are kept, as DeePMD-kit does. "
+                          f"model's sel ({detail}); as in DeePMD-kit v3, of the nearest sum(sel) "
+                          "neighbours the nearest sel[t] of each type are kept. "
                           "The thermo log counts such atoms in its sel_overflow column.",
                           RuntimeWarning, stacklevel=2)
 

@@ -2,8 +2,9 @@
 
 Slot layout: atom i owns ``nnei = Σ_t sel[t]`` slots, in blocks ``[sec[t], sec[t+1])`` per
 neighbour type t. A neighbour (j, n) at r_ij = x_j − x_i + n·box with |r_ij| < r_c goes to
-its type's block; when a type has more than sel[t] neighbours, the nearest sel[t] are kept
-(DeePMD-kit's rule) and the true count is reported. Empty slots hold j = −1 and r_ij = 0.
+its type's block. With more than Σ sel neighbours inside r_c (some type then has more
+than sel[t]), DeePMD-kit v3's rule applies: of the nearest Σ sel neighbours of all types,
+the nearest sel[t] of each type are kept. Empty slots hold j = −1 and r_ij = 0.
 
 Environment row and its Jacobian (d = r_ij, r = |d|):
     sw(r) = 1 (r < r_s);  u³(−6u² + 15u − 10) + 1 (r_s ≤ r < r_c);  0 (r ≥ r_c)
@@ -68,6 +69,76 @@ def env_jacobian(d: Vec3, rcut: ti.f64, rcut_smth: ti.f64) -> Mat43:
     return jac
 
 
+@ti.func
+def _displacement(positions: ti.template(), box: ti.template(), neighbors: ti.template(),
+                  images: ti.template(), periodic: ti.i32, i: ti.i32, k: ti.i32) -> Vec3:
+    """r_ij of row k of atom i's Verlet list (Å)."""
+    j = neighbors[i, k]
+    d = Vec3(positions[j, 0] - positions[i, 0], positions[j, 1] - positions[i, 1],
+             positions[j, 2] - positions[i, 2])
+    if periodic:
+        for a in ti.static(range(3)):
+            d += ti.cast(images[i, k, a], ti.f64) * Vec3(box[a, 0], box[a, 1], box[a, 2])
+    return d
+
+
+@ti.func
+def _count_within(positions: ti.template(), box: ti.template(), neighbors: ti.template(),
+                  images: ti.template(), counts: ti.template(), periodic: ti.i32, i: ti.i32,
+                  r2_max: ti.f64) -> ti.i32:
+    n = 0
+    for k in range(counts[i]):
+        d = _displacement(positions, box, neighbors, images, periodic, i, k)
+        if d.dot(d) <= r2_max:
+            n += 1
+    return n
+
+
+@ti.func
+def _keep_nearest_overall(positions: ti.template(), box: ti.template(), neighbors: ti.template(),
+                          images: ti.template(), counts: ti.template(), sec: ti.template(),
+                          periodic: ti.i32, rc2: ti.f64, i: ti.i32, slot_j: ti.template(),
+                          slot_rij: ti.template(), slot_key: ti.template(),
+                          type_counts: ti.template()):
+    """DeePMD-kit v3's cap for an atom with more than nnei = Σ sel neighbours inside r_c:
+    only its nearest nnei neighbours (all types together) count, so each type keeps the
+    nearest min(sel[t], its number among them). The blocks hold each type's nearest sel[t];
+    slots farther than the nnei-th nearest neighbour overall are removed (order kept) and
+    type_counts lowered to what is left where that is below min(count, sel[t]). The
+    threshold r² is found by bisection over the Verlet row (64 halvings of [0, r_c²]: to
+    round-off), then snapped to the largest r² at or below it. Equidistant neighbours at
+    the threshold are all kept (DeePMD-kit's top-k picks among them arbitrarily)."""
+    nnei = slot_j.shape[1]
+    lo, hi = 0.0, rc2
+    for _ in range(64):
+        mid = 0.5 * (lo + hi)
+        if _count_within(positions, box, neighbors, images, counts, periodic, i, mid) >= nnei:
+            hi = mid
+        else:
+            lo = mid
+    threshold = 0.0
+    for k in range(counts[i]):
+        d = _displacement(positions, box, neighbors, images, periodic, i, k)
+        r2 = d.dot(d)
+        if r2 <= hi:
+            threshold = ti.max(threshold, r2)
+    for t in range(sec.shape[0] - 1):
+        base = sec[t]
+        filled = ti.min(type_counts[i, t], sec[t + 1] - base)
+        kept = 0
+        for s in range(base, base + filled):
+            d = Vec3(slot_rij[i, s, 0], slot_rij[i, s, 1], slot_rij[i, s, 2])
+            if d.dot(d) <= threshold * (1.0 + 1e-12):     # (the same r², up to contraction)
+                if kept < s - base:
+                    slot_j[i, base + kept] = slot_j[i, s]
+                    slot_key[i, base + kept] = slot_key[i, s]
+                    for a in ti.static(range(3)):
+                        slot_rij[i, base + kept, a] = slot_rij[i, s, a]
+                kept += 1
+        if kept < filled:
+            type_counts[i, t] = kept
+
+
 @ti.kernel
 def build_env(positions: ti.types.ndarray(ndim=2), box: ti.types.ndarray(ndim=2),
               neighbors: ti.types.ndarray(ndim=2), images: ti.types.ndarray(ndim=3),
@@ -83,7 +154,9 @@ def build_env(positions: ti.types.ndarray(ndim=2), box: ti.types.ndarray(ndim=2)
     neighbors [N,C] int32, images [N,C,3] int32, counts [N] int32 (the Verlet list);
     types [N] int32; sec [ntypes+1] int32 block offsets. Out: slot_j [N,nnei] int32,
     slot_rij [N,nnei,3] Å, env [N,nnei,4] (Å⁻¹), type_counts [N,ntypes] int32 = number
-    of neighbours of each type inside r_c (may exceed sel); slot_key [N,nnei] int64 scratch.
+    of neighbours of each type inside r_c (may exceed sel; where DeePMD-kit's Σ sel cap
+    leaves fewer than min(count, sel[t]) of type t, that number); slot_key [N,nnei] int64
+    scratch.
 
     Each type block ends up in a canonical order that does not depend on the order of
     the Verlet rows (so results are bit-reproducible whenever the list was rebuilt):
@@ -97,16 +170,11 @@ def build_env(positions: ti.types.ndarray(ndim=2), box: ti.types.ndarray(ndim=2)
     for idx in range(positions.shape[0] * stride):
         if idx % stride == 0:
             i = idx // stride
-            xi = Vec3(positions[i, 0], positions[i, 1], positions[i, 2])
             for t in range(ntypes):
                 type_counts[i, t] = 0
             for k in range(counts[i]):
                 j = neighbors[i, k]
-                d = Vec3(positions[j, 0], positions[j, 1], positions[j, 2]) - xi
-                if periodic:
-                    for a in ti.static(range(3)):
-                        d += ti.cast(images[i, k, a], ti.f64) * Vec3(box[a, 0], box[a, 1],
-                                                                     box[a, 2])
+                d = _displacement(positions, box, neighbors, images, periodic, i, k)
                 r2 = d.dot(d)
                 if r2 < rc2:
                     t = types[j]
@@ -134,6 +202,12 @@ def build_env(positions: ti.types.ndarray(ndim=2), box: ti.types.ndarray(ndim=2)
                             slot_key[i, far] = key
                             for a in ti.static(range(3)):
                                 slot_rij[i, far, a] = d[a]
+            total = 0
+            for t in range(ntypes):
+                total += type_counts[i, t]
+            if total > nnei:
+                _keep_nearest_overall(positions, box, neighbors, images, counts, sec, periodic,
+                                      rc2, i, slot_j, slot_rij, slot_key, type_counts)
             for t in range(ntypes):
                 base = sec[t]
                 cap = sec[t + 1] - base

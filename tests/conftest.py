@@ -45,15 +45,17 @@ def reference() -> dict:
 
 
 def random_se_a_model(path: Path, seed: int, type_one_side: bool, davg_ramp: float = 0.0,
-                      dstd_ramp: float = 0.0, activation: str = "tanh", **extra) -> Path:
-    """A small random se_e2_a model file (O/H, sel [20, 40], rcut 4 Å, embedding [4, 8],
-    axis 3, fitting [10, 10]); ``davg_ramp``/``dstd_ramp`` make the statistics differ slot
-    by slot (radial davg, angular dstd); ``activation`` of all nets; ``extra``: metadata."""
+                      dstd_ramp: float = 0.0, activation: str = "tanh", sel=(20, 40),
+                      **extra) -> Path:
+    """A small random se_e2_a model file (O/H, sel [20, 40] unless given, rcut 4 Å,
+    embedding [4, 8], axis 3, fitting [10, 10]); ``davg_ramp``/``dstd_ramp`` make the
+    statistics differ slot by slot (radial davg, angular dstd); ``activation`` of all nets;
+    ``extra``: metadata."""
     import torch
     from dpengine.model.io import save_model
     from dpengine.model.network import DeepPotSE
     torch.manual_seed(seed)
-    net = DeepPotSE(["O", "H"], [20, 40], 4.0, 1.0, [4, 8], 3, [10, 10],
+    net = DeepPotSE(["O", "H"], list(sel), 4.0, 1.0, [4, 8], 3, [10, 10],
                     type_one_side=type_one_side, activation=activation)
     with torch.no_grad():
         for p in net.parameters():

@@ -1,4 +1,6 @@
 """The Deep Potential against DeePMD-kit's own numbers, through both paths."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -44,6 +46,55 @@ def test_reference_path_matches_deepmd(water_model, reference, frame):
     assert _rel(out["virial"].detach().reshape(9), reference["virial"][frame]) < 1e-10
     assert _rel(out["atom_energy"].detach(), reference["atom_energy"][frame]) < 1e-10
 
+
+
+@pytest.mark.parametrize("variant", ["variant_a", "variant_b"])
+def test_other_deepmd_models_match_deepmd(tmp_path, device, variant):
+    """DeePMD-kit models with other settings (tests/data/deepmd_variants/README.md: per-type
+    embeddings, SiLU/ReLU6/GELU/softplus, separate embedding and fitting activations, three
+    types, set_davg_zero, a sel far below the neighbour count) imported and evaluated by both
+    paths give DeePMD-kit 3.2's own energies, forces, virials and atomic energies (1e-10)."""
+    from pathlib import Path
+    from dpengine.model.import_deepmd import import_deepmd
+    folder = Path(__file__).parent / "data" / "deepmd_variants" / variant
+    path = import_deepmd(folder / "frozen_model.pth", tmp_path / "m.pt")
+    reference = dict(np.load(folder / "reference.npz"))
+    net, _ = load_network(path)
+    model = dpengine.load_model(path, device=device)
+    for frame in range(len(reference["energy"])):
+        pos, box = reference["coord"][frame].reshape(-1, 3), reference["box"][frame].reshape(3, 3)
+        types = reference["atype"][frame]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*atoms have more neighbours", RuntimeWarning)
+            out = model.evaluate(pos, box, types)
+        ref = evaluate_reference(net, pos, box, types)
+        for got in (out, {k: v.detach().numpy() for k, v in ref.items()}):
+            assert abs(got["energy"] - reference["energy"][frame]) < 1e-10 * abs(reference["energy"][frame])
+            assert _rel(got["forces"], reference["force"][frame].reshape(-1, 3)) < 1e-10
+            assert _rel(got["virial"].reshape(9), reference["virial"][frame]) < 1e-10
+            assert _rel(got["atom_energy"], reference["atom_energy"][frame]) < 1e-10
+
+
+def test_fitting_activation_differs_from_embedding(tmp_path):
+    """A model whose fitting nets use another activation than its embedding nets (GELU after
+    tanh, as ``dpengine train`` and DeePMD-kit allow) is rebuilt layer by layer when
+    loaded: the fast path equals the scripted network of the file."""
+    from dpengine.model.io import save_model
+    from dpengine.model.network import DeepPotSE
+    torch.manual_seed(2)
+    net = DeepPotSE(["O", "H"], [20, 40], 4.0, 1.0, [4, 8], 3, [10, 10], activation="tanh",
+                    fitting_activation="gelu")
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.5)
+    path = save_model(net, tmp_path / "m.pt")
+    rng = np.random.default_rng(3)
+    box = np.diag([7.0, 7.5, 8.0])
+    pos, types = rng.uniform(0, 1, (30, 3)) @ box, rng.integers(0, 2, 30)
+    out = dpengine.load_model(path).evaluate(pos, box, types)
+    ref = evaluate_reference(load_network(path)[0], pos, box, types)
+    assert abs(out["energy"] - ref["energy"].item()) < 1e-10
+    assert np.abs(out["forces"] - ref["forces"].detach().numpy()).max() < 1e-10
 
 def test_float32_close_to_float64(water_model, reference, device):
     pos, box, types = reference["coord"][0].reshape(-1, 3), reference["box"][0].reshape(3, 3), reference["atype"]
@@ -121,8 +172,8 @@ def test_pair_path_matches_autograd_path(tmp_path, monkeypatch, type_one_side, p
 
 @pytest.mark.parametrize("type_one_side", [True, False])
 def test_pair_path_with_sel_overflow(tmp_path, type_one_side):
-    """More neighbours than sel in every block (the nearest are kept): some pairs keep only
-    one of their two slots; the pair path still equals autograd on every slot."""
+    """More neighbours than sel in every block (DeePMD-kit v3's cap applies): some pairs
+    keep only one of their two slots; the pair path still equals autograd on every slot."""
     from conftest import random_se_a_model
     path = random_se_a_model(tmp_path / "m.pt", 3, type_one_side)
     rng = np.random.default_rng(7)
@@ -141,6 +192,63 @@ def test_pair_path_with_sel_overflow(tmp_path, type_one_side):
     assert np.abs(out["forces"] - ref["forces"]).max() < 1e-10 * np.abs(ref["forces"]).max()
     assert np.abs(out["virial"] - ref["virial"]).max() < 1e-10 * np.abs(ref["virial"]).max()
 
+
+
+def _cluster_for_sel_cap():
+    """Atom 0 (O) at the origin; O neighbours at 1.0, 1.1, 1.2 Å and H at 1.15, 1.6 Å along
+    spread-out directions (indices 1-3 and 4-5)."""
+    dirs = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [-1, 0, 0], [0, -1, 0]], float)
+    dist = np.array([1.0, 1.1, 1.2, 1.15, 1.6])
+    return np.vstack([np.zeros(3), dirs * dist[:, None]]), np.array([0, 0, 0, 0, 1, 1])
+
+
+def test_sel_cap_is_deepmd_kit_v3_rule():
+    """More neighbours than Σ sel: of the nearest Σ sel neighbours of all types, the nearest
+    sel[t] of each type are kept (DeePMD-kit v3's build_neighbor_list; dpengine matched
+    DeePMD-kit 3.2's eval to 1e-11 eV on a model with sel [12, 24] in water), not the nearest
+    sel[t] of each type. sel [2, 2]: the 4 nearest are O 1.0, O 1.1, H 1.15, O 1.2, so O
+    keeps 1.0 and 1.1 and H keeps 1.15 only (the per-type rule would keep H 1.6 too)."""
+    from dpengine.model.reference import neighbor_slots
+    pos, types = _cluster_for_sel_cap()
+    slot_j, _, counts = neighbor_slots(pos, None, types, 4.0, [2, 2])
+    assert slot_j[0].tolist() == [1, 2, 4, -1]
+    assert counts[0].tolist() == [3, 2]
+
+
+@pytest.mark.parametrize("type_one_side", [True, False])
+def test_sel_cap_taichi_matches_reference(tmp_path, device, type_one_side):
+    """The Taichi kernels apply the same cap as the reference path: the hand-made cluster
+    (atom 0's slots checked), and a dense periodic box where most atoms overflow, through
+    the pair path, the autograd path and a compressed table."""
+    from conftest import random_se_a_model
+    from dpengine.model.compress import compress_model
+    path = random_se_a_model(tmp_path / "m.pt", 3, type_one_side, sel=(2, 2))
+    model = dpengine.load_model(path, device=device)
+    pos, types = _cluster_for_sel_cap()
+    with pytest.warns(RuntimeWarning, match="more neighbours than"):
+        model.evaluate(pos, None, types)
+    pot = model.potential
+    geometry = pot.environment(torch.as_tensor(pos, device=device), None,
+                               torch.as_tensor(types, dtype=torch.int32, device=device),
+                               model._nlist)
+    assert geometry["slot_j"][0].tolist() == [1, 2, 4, -1]
+    net = load_network(path)[0]
+    rng = np.random.default_rng(5)
+    box = np.diag([6.0, 6.5, 5.5])
+    cases = [(pos, None, types), (rng.uniform(0, 1, (70, 3)) @ box, box, rng.integers(0, 2, 70))]
+    compressed = compress_model(path, tmp_path / "c.pt", step=0.002, min_distance=0.2)
+    for positions, cell, kinds in cases:
+        ref = evaluate_reference(net, positions, cell, kinds)
+        for variant in ("pair", "autograd", "compressed"):
+            m = dpengine.load_model(compressed if variant == "compressed" else path, device=device)
+            if variant == "autograd":
+                m.potential._emb_kinds = None
+            with pytest.warns(RuntimeWarning, match="more neighbours than"):
+                out = m.evaluate(positions, cell, kinds)
+            assert m.potential.table_misses == 0
+            tol = 1e-7 if variant == "compressed" else 1e-10
+            assert abs(out["energy"] - ref["energy"].item()) < tol, variant
+            assert np.abs(out["forces"] - ref["forces"].detach().numpy()).max() < tol, variant
 
 def test_bad_inputs(water_model, tmp_path):
     model = dpengine.load_model(water_model)

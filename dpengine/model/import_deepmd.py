@@ -22,6 +22,13 @@ def _layers(network) -> list:
     return [layer for _, layer in network.layers.named_children()]
 
 
+def _activation(layer) -> str:
+    """dpengine's name of a DeePMD-kit layer's activation ("gelu_tf" is the same tanh-form
+    GELU as "gelu" in DeePMD-kit's PyTorch backend; "none" is linear)."""
+    act = str(layer.activate.activation).lower() if layer.activate.activation else "linear"
+    return {"none": "linear", "gelu_tf": "gelu"}.get(act, act)
+
+
 def _copy_mlp(dst, src_layers, what: str) -> None:
     if len(dst.layers) != len(src_layers):
         raise ImportError_(f"{what}: {len(src_layers)} layers, expected {len(dst.layers)}")
@@ -29,9 +36,7 @@ def _copy_mlp(dst, src_layers, what: str) -> None:
         if tuple(ours.matrix.shape) != tuple(theirs.matrix.shape):
             raise ImportError_(f"{what}: layer shape {tuple(theirs.matrix.shape)} "
                                f"!= {tuple(ours.matrix.shape)}")
-        act = str(theirs.activate.activation).lower() if theirs.activate.activation else "linear"
-        act = {"none": "linear", "gelu_tf": "gelu"}.get(act, act)
-        ours.activation = act
+        ours.activation = _activation(theirs)
         ours.resnet = bool(theirs.resnet)
         with torch.no_grad():
             ours.matrix.copy_(theirs.matrix.to(torch.float64))
@@ -81,14 +86,13 @@ def convert_deepmd(frozen: str | os.PathLike) -> DeepPotSE:
     fit_nets = [net for _, net in fit.filter_layers.networks.named_children()]
     emb_layers = [_layers(n) for n in emb_nets]
     fit_layers = [_layers(n) for n in fit_nets]
-    act = str(emb_layers[0][0].activate.activation).lower()
-    act = {"gelu_tf": "gelu"}.get(act, act)
+    act, fit_act = (_activation(layers[0][0]) for layers in (emb_layers, fit_layers))
     model = DeepPotSE(
         type_map=type_map, sel=list(sea.sel), rcut=float(sea.rcut), rcut_smth=float(sea.rcut_smth),
         neuron=list(sea.neuron), axis_neuron=int(sea.axis_neuron),
         fitting_neuron=list(fit.neuron), type_one_side=bool(sea.type_one_side),
         embedding_resnet_dt=bool(sea.resnet_dt), fitting_resnet_dt=bool(fit.resnet_dt),
-        activation=act, dtype=torch.float64)
+        activation=act, fitting_activation=fit_act, dtype=torch.float64)
     if len(emb_nets) != len(model.embeddings) or len(fit_nets) != len(model.fittings):
         raise ImportError_(f"{frozen}: {len(emb_nets)} embedding / {len(fit_nets)} fitting nets, "
                            f"expected {len(model.embeddings)} / {len(model.fittings)}")

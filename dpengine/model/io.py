@@ -87,15 +87,23 @@ def eager_copy(scripted: torch.jit.ScriptModule, meta: dict) -> DeepPotSE | None
 
     Eager autograd runs the force call ~1.4× faster than the TorchScript interpreter on
     the CPU (measured on the water model); the file stays TorchScript for portability.
-    None when the metadata or weights do not fit this version's class.
+    Every layer takes the scripted layer's activation and residual flag (the fitting nets'
+    activation may differ from the embedding nets', as in DeePMD-kit). None when the
+    metadata or weights do not fit this version's class.
     """
     if any(k not in meta for k in HYPER_KEYS):
         return None
     state = scripted.state_dict()
     dtype = next(iter(state.values())).dtype
-    net = DeepPotSE(**{k: meta[k] for k in HYPER_KEYS}, dtype=dtype)
+    net = DeepPotSE(**{k: meta[k] for k in HYPER_KEYS}, dtype=dtype,
+                    fitting_activation=meta.get("fitting_activation"))
     try:
         net.load_state_dict(state)
     except RuntimeError:
         return None
+    layers = dict(net.named_modules())
+    for name, layer in scripted.named_modules():
+        if hasattr(layer, "activation") and name in layers:
+            layers[name].activation = layer.activation
+            layers[name].resnet = layer.resnet
     return net.to(next(iter(state.values())).device).eval()

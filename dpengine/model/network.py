@@ -90,6 +90,10 @@ class DenseLayer(nn.Module):
             y = torch.nn.functional.softplus(y)
         elif self.activation == "sigmoid":
             y = torch.sigmoid(y)
+        elif self.activation == "silu":
+            y = torch.nn.functional.silu(y)
+        elif self.activation == "relu6":
+            y = torch.nn.functional.relu6(y)
         # "linear": identity
         if self.use_idt:
             y = y * self.idt
@@ -105,7 +109,7 @@ class DenseLayer(nn.Module):
         return y.view(out_shape)
 
 
-ACTIVATIONS = ("tanh", "gelu", "relu", "softplus", "sigmoid", "linear")
+ACTIVATIONS = ("tanh", "gelu", "relu", "softplus", "sigmoid", "silu", "relu6", "linear")
 
 
 class MLP(nn.Module):
@@ -172,10 +176,12 @@ class DeepPotSE(nn.Module):
                  neuron: List[int], axis_neuron: int, fitting_neuron: List[int],
                  type_one_side: bool = True, embedding_resnet_dt: bool = False,
                  fitting_resnet_dt: bool = True, activation: str = "tanh",
-                 dtype: torch.dtype = torch.float64):
+                 dtype: torch.dtype = torch.float64, fitting_activation: str | None = None):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation {activation!r} is not one of {ACTIVATIONS}")
+        fitting_activation = fitting_activation or activation
+        for act in (activation, fitting_activation):
+            if act not in ACTIVATIONS:
+                raise ValueError(f"activation {act!r} is not one of {ACTIVATIONS}")
         if len(sel) != len(type_map):
             raise ValueError(f"sel has {len(sel)} entries but type_map has {len(type_map)}")
         self.type_map = list(type_map)
@@ -193,8 +199,8 @@ class DeepPotSE(nn.Module):
         self.embeddings = nn.ModuleList(
             [embedding_net(neuron, embedding_resnet_dt, activation, dtype) for _ in range(n_emb)])
         self.fittings = nn.ModuleList(
-            [fitting_net(neuron[-1] * axis_neuron, fitting_neuron, fitting_resnet_dt, activation,
-                         dtype) for _ in range(self.ntypes)])
+            [fitting_net(neuron[-1] * axis_neuron, fitting_neuron, fitting_resnet_dt,
+                         fitting_activation, dtype) for _ in range(self.ntypes)])
         self.register_buffer("davg", torch.zeros(self.ntypes, self.nnei, 4, dtype=dtype))
         self.register_buffer("dstd", torch.ones(self.ntypes, self.nnei, 4, dtype=dtype))
         self.register_buffer("energy_bias", torch.zeros(self.ntypes, dtype=dtype))
@@ -202,7 +208,8 @@ class DeepPotSE(nn.Module):
                           rcut_smth=self.rcut_smth, neuron=list(neuron), axis_neuron=axis_neuron,
                           fitting_neuron=list(fitting_neuron), type_one_side=self.type_one_side,
                           embedding_resnet_dt=embedding_resnet_dt,
-                          fitting_resnet_dt=fitting_resnet_dt, activation=activation)
+                          fitting_resnet_dt=fitting_resnet_dt, activation=activation,
+                          fitting_activation=fitting_activation)
 
     @torch.jit.export
     def descriptor(self, env: torch.Tensor, types: torch.Tensor, widths: List[int]) -> torch.Tensor:

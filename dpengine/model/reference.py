@@ -27,8 +27,8 @@ def neighbor_slots(positions: np.ndarray, box: np.ndarray | None, types: np.ndar
                    rcut: float, sel: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Brute-force se_e2_a slot assignment, DeePMD-kit's rule.
 
-    Every (j, image) within ``rcut`` of atom i, sorted by distance, split by the type of
-    j, the nearest ``sel[t]`` kept per type. Returns slot_j int64 [N, nnei] (−1 = empty),
+    Every (j, image) within ``rcut`` of atom i, sorted by distance; of the nearest
+    Σ sel of them, the nearest ``sel[t]`` of each type are kept (DeePMD-kit v3). Returns slot_j int64 [N, nnei] (−1 = empty),
     slot_images float64 [N, nnei, 3] (integer image vectors n) and the count of
     neighbours found per (atom, type) int64 [N, ntypes] (to detect sel overflow).
     """
@@ -65,9 +65,11 @@ def neighbor_slots(positions: np.ndarray, box: np.ndarray | None, types: np.ndar
         order = np.argsort(r[keep], kind="stable")
         js, ns = cand_j[keep][order], cand_n[keep][order]
         for t in range(len(sel)):
+            counts[i, t] = (types[js] == t).sum()
+        js, ns = js[:sec[-1]], ns[:sec[-1]]
+        for t in range(len(sel)):
             of_t = types[js] == t
-            counts[i, t] = of_t.sum()
-            m = min(counts[i, t], sel[t])
+            m = min(of_t.sum(), sel[t])
             slot_j[i, sec[t]:sec[t] + m] = js[of_t][:m]
             slot_images[i, sec[t]:sec[t] + m] = ns[of_t][:m]
     return slot_j, slot_images, counts

@@ -60,7 +60,8 @@ SCHEMA: dict[str, list[tuple[str, str, Any, str]]] = {
     "model.fitting": [
         ("neuron", "list[int+]", [240, 240, 240], "fitting net hidden widths"),
         ("resnet_dt", "bool", True, "timestep vector in residual fitting layers"),
-        ("activation", "str:tanh|gelu|relu|softplus|sigmoid", "tanh", "fitting activation"),
+        ("activation", "str:tanh|gelu|relu|softplus|sigmoid|silu|relu6", "tanh",
+         "fitting activation"),
     ],
     "data": [
         ("train", "paths", REQUIRED, "training systems (deepmd/npy folders)"),

@@ -28,11 +28,7 @@ def build_network(model: dict, sel: list[int]) -> DeepPotSE:
                     list(desc["neuron"]), desc["axis_neuron"], list(fit["neuron"]),
                     type_one_side=desc["type_one_side"], embedding_resnet_dt=desc["resnet_dt"],
                     fitting_resnet_dt=fit["resnet_dt"], activation=desc["activation"],
-                    dtype=DTYPES[model["precision"]])
-    for fitting in net.fittings:            # the fitting activation may differ from the embedding's
-        for layer in list(fitting.layers)[:-1]:
-            layer.activation = fit["activation"]
-    net.hyper["fitting_activation"] = fit["activation"]
+                    fitting_activation=fit["activation"], dtype=DTYPES[model["precision"]])
     for mlp in list(net.embeddings) + list(net.fittings):
         for layer in mlp.layers:            # DeePMD-kit: idt only where a residual can apply
             if layer.use_idt and not _residual_allowed(layer):

@@ -159,7 +159,8 @@ class Trainer:
                                                           self.sel) if m > s]
         if over:
             self.log(f"warning: some atoms have more neighbours than sel ({', '.join(over)}); "
-                     "the nearest are kept, as DeePMD-kit does")
+                     "as in DeePMD-kit v3, of the nearest sum(sel) neighbours the nearest "
+                     "sel[t] of each type are kept")
 
     def _statistics(self, rng) -> None:
         """davg/dstd and energy bias from ``stat_batches`` batches of each training system."""
