@@ -231,9 +231,12 @@ class _Outputs:
         output_dir.mkdir(parents=True, exist_ok=True)
         st = sim.state
         step0 = st.step
+        from ase.data import atomic_numbers
+        elements = np.array([atomic_numbers.get(name, 0) for name in st.type_map])
         self.traj = AmberTrajectoryWriter(output_dir / out.trajectory, st.n_atoms, st.periodic,
                                           velocities=out.velocities, forces=out.forces,
-                                          append=restarted)
+                                          append=restarted,
+                                          atomic_numbers=elements[st.types.cpu().numpy()])
         self.thermo = ThermoLog(output_dir / out.thermo, THERMO_COLUMNS, append=restarted)
         self.devi = None
         if sim.committee:

@@ -54,6 +54,9 @@ def test_run_writes_outputs(tmp_path, water_model):
     coords, vel, t = _coords(tmp_path / "out" / "traj.nc")
     assert coords.shape == (5, 192, 3)
     np.testing.assert_allclose(t, [0, 0.0025, 0.005, 0.0075, 0.01], atol=1e-7)
+    with netCDF4.Dataset(tmp_path / "out" / "traj.nc") as ds:   # elements for ASE/OVITO
+        assert sorted(np.unique(ds["atom_types"][:]).tolist()) == [1, 8]
+        assert (np.array(ds["atom_types"][:]) == 8).sum() == 64
     assert abs(thermo[0, 5] - 330.0) < 1e-6  # exact initial temperature
     assert (tmp_path / "out" / "restart.ncrst").is_file()
 

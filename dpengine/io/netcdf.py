@@ -133,8 +133,11 @@ class AmberTrajectoryWriter:
     Variables: ``time`` float32 [frame] ps; ``coordinates`` float32 [frame, atom, spatial] Å;
     ``cell_lengths``/``cell_angles`` float64 [frame, 3] Å/degree (``periodic`` only);
     ``velocities`` float32 Å/ps and ``forces`` float32 kcal/(mol·Å) when enabled; plus the
-    non-standard ``dpengine_step`` float64 [frame] (MD step, exact to 2⁵³; −1 if not given). The
-    file is synced after every frame: it stays readable during the run and after a kill.
+    non-standard ``dpengine_step`` float64 [frame] (MD step, exact to 2⁵³; −1 if not given) and,
+    when ``atomic_numbers`` [atom] are given, ``atom_types`` int32 [atom] holding them (the
+    variable ASE's and OVITO's NetCDF readers take the elements from; 0 = not an element;
+    AMBER readers ignore it). The file is synced after every frame: it stays readable during
+    the run and after a kill.
 
     ``append=True`` continues an existing file (created if missing), which must have the same
     atom count, periodicity and velocity/force variables (else ``ValueError``); call
@@ -142,8 +145,10 @@ class AmberTrajectoryWriter:
     """
 
     def __init__(self, path, n_atoms: int, periodic: bool, velocities: bool = False,
-                 forces: bool = False, append: bool = False, title: str = "dpengine trajectory"):
+                 forces: bool = False, append: bool = False, title: str = "dpengine trajectory",
+                 atomic_numbers=None):
         self.path = os.fspath(path)
+        self.atomic_numbers = None if atomic_numbers is None else np.asarray(atomic_numbers)
         self.n_atoms, self.periodic = int(n_atoms), bool(periodic)
         self.has_velocities, self.has_forces = bool(velocities), bool(forces)
         if self.n_atoms < 1:
@@ -169,6 +174,13 @@ class AmberTrajectoryWriter:
             if self.has_forces:
                 _var(ds, "forces", "f4", ("frame", "atom", "spatial"), "kilocalorie/mole/angstrom")
             ds.createVariable("dpengine_step", "f8", ("frame",)).long_name = "MD step (-1: unknown)"
+            if self.atomic_numbers is not None:
+                if self.atomic_numbers.shape != (self.n_atoms,):
+                    raise ValueError(f"atomic_numbers must have shape [{self.n_atoms}], got "
+                                     f"{self.atomic_numbers.shape}")
+                numbers = ds.createVariable("atom_types", "i4", ("atom",))
+                numbers.long_name = "atomic number (0: not an element)"
+                numbers[:] = self.atomic_numbers.astype(np.int32)
             ds.set_fill_off()  # every record variable is written for every frame
             ds.sync()
         except BaseException:

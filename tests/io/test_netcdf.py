@@ -404,3 +404,29 @@ def test_restart_overwrite_keeps_one_file(tmp_path):
     back = read_restart(path)
     assert back["step"] == 2 and back["velocities"] is None and back["extra"] == {}
     assert sorted(os.listdir(tmp_path)) == ["r.nc"]
+
+
+def test_atomic_numbers_read_by_ase_and_ignored_by_amber_readers(tmp_path):
+    """``atom_types`` (atomic numbers) gives ASE the elements; MDAnalysis (warnings are errors
+    in read_mda) and MDTraj still read the file as before."""
+    from ase.io.netcdftrajectory import NetCDFTrajectory
+    import mdtraj
+    rng = np.random.default_rng(4)
+    box = np.diag([9.0, 9.5, 10.0])
+    fr = frames(rng, 3, 6, box)
+    write(tmp_path / "t.nc", fr, 6, True, atomic_numbers=[8, 1, 1, 8, 1, 1])
+    traj = NetCDFTrajectory(str(tmp_path / "t.nc"))
+    try:
+        atoms = traj[-1]
+    finally:
+        traj.close()
+    assert atoms.get_chemical_symbols() == ["O", "H", "H", "O", "H", "H"]
+    np.testing.assert_allclose(atoms.positions, fr[-1][1], rtol=1e-6, atol=1e-5)
+    assert len(read_mda(tmp_path / "t.nc", 6)) == 3
+    top = mdtraj.Topology()
+    chain = top.add_chain()
+    for _ in range(6):
+        top.add_atom("X", mdtraj.element.hydrogen, top.add_residue("R", chain))
+    assert mdtraj.load_netcdf(str(tmp_path / "t.nc"), top=top).n_frames == 3
+    with pytest.raises(ValueError, match="atomic_numbers"):
+        AmberTrajectoryWriter(tmp_path / "bad.nc", 6, True, atomic_numbers=[8, 1])
