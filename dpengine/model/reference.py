@@ -27,10 +27,11 @@ def neighbor_slots(positions: np.ndarray, box: np.ndarray | None, types: np.ndar
                    rcut: float, sel: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Brute-force se_e2_a slot assignment, DeePMD-kit's rule.
 
-    Every (j, image) within ``rcut`` of atom i, sorted by distance; of the nearest
-    Σ sel of them, the nearest ``sel[t]`` of each type are kept (DeePMD-kit v3). Returns slot_j int64 [N, nnei] (−1 = empty),
-    slot_images float64 [N, nnei, 3] (integer image vectors n) and the count of
-    neighbours found per (atom, type) int64 [N, ntypes] (to detect sel overflow).
+    Every (j, image) within ``rcut`` of atom i, sorted by distance; of the nearest Σ sel
+    of them, the nearest ``sel[t]`` of each type are kept (DeePMD-kit v3). Returns slot_j
+    int64 [N, nnei] (−1 = empty), slot_images float64 [N, nnei, 3] (integer image vectors
+    n) and the count of neighbours found per (atom, type) int64 [N, ntypes] (to detect sel
+    overflow).
     """
     positions = np.asarray(positions, dtype=np.float64)
     n = len(positions)
