@@ -297,3 +297,32 @@ def test_repeated_force_calls_reuse_memory(device):
         model.evaluate(*args)
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3
     assert faults < 4000, f"{faults:.0f} page faults per force call"
+
+
+def test_import_errors_name_the_file_and_the_cause(tmp_path):
+    """import-deepmd: a file that is not TorchScript, and a model compressed by DeePMD-kit
+    (its TorchScript calls DeePMD-kit's custom operators, absent here)."""
+    import subprocess
+    import sys
+    from dpengine.model.import_deepmd import ImportError_, import_deepmd
+    junk = tmp_path / "junk.pth"
+    junk.write_text("not a model")
+    with pytest.raises(ImportError_, match="junk.pth: not a TorchScript file.*zip archive"):
+        import_deepmd(junk, tmp_path / "out.pt")
+    compressed = tmp_path / "compressed.pth"
+    maker = tmp_path / "make_compressed.py"        # (TorchScript compiles from a source file)
+    maker.write_text("""
+import sys, torch
+lib = torch.library.Library("deepmd", "DEF")
+lib.define("tabulate_fusion_se_a(Tensor x) -> Tensor")
+lib.impl("tabulate_fusion_se_a", lambda x: x, "CompositeExplicitAutograd")
+class Compressed(torch.nn.Module):
+    def forward(self, x):
+        return torch.ops.deepmd.tabulate_fusion_se_a(x)
+torch.jit.save(torch.jit.script(Compressed()), sys.argv[1])
+""")
+    subprocess.run([sys.executable, str(maker), str(compressed)], check=True)
+    with pytest.raises(ImportError_, match="compressed.pth: needs DeePMD-kit's custom operator "
+                                           "deepmd::tabulate_fusion_se_a.*dpengine compress"):
+        import_deepmd(compressed, tmp_path / "out.pt")
+    assert not (tmp_path / "out.pt").exists()

@@ -6,6 +6,7 @@ type_one_side, activation), the statistics (davg/dstd), the network weights, and
 per-type energy bias (fitting ``bias_atom_e`` + atomic model ``out_bias``) directly.
 """
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -57,9 +58,15 @@ def convert_deepmd(frozen: str | os.PathLike) -> DeepPotSE:
     try:
         dp = torch.jit.load(str(frozen), map_location="cpu")
     except Exception as exc:
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        custom_op = re.search(r"Unknown builtin op: (deepmd::\w+)", str(exc))
+        if custom_op:
+            raise ImportError_(f"{frozen}: needs DeePMD-kit's custom operator {custom_op.group(1)} "
+                               "(a model compressed with `dp compress`); import the frozen model "
+                               "from before compression, then `dpengine compress` it") from None
         raise ImportError_(f"{frozen}: not a TorchScript file; DeePMD-kit's TensorFlow .pb models "
                            f"must be converted with `dp convert-backend model.pb model.pth` first "
-                           f"({str(exc).splitlines()[0]})") from None
+                           f"({reason})") from None
     try:
         atomic = dp.atomic_model
         descrpt = atomic.descriptor
