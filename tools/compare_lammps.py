@@ -7,7 +7,10 @@ LAMMPS data file with Masses and Velocities) and integrate NVE with velocity Ver
 ``dpengine run`` on the same model imported with ``dpengine import-deepmd``. Reported per r:
 the largest differences in potential and total energy over the thermo lines (every 10 steps),
 in positions, velocities and forces at the last step, and both programs' speed (ns/day over the
-whole MD loop, as each measures it) with their ratio. Kinetic energies and temperatures differ
+whole MD loop, as each measures it) with their ratio. With ``--compressed MODEL.pth`` (DeePMD-kit's ``dp --pt
+compress`` of the same model, made where its custom operators are built, e.g. the LAMMPS
+environment's ``dp``) the run is repeated with LAMMPS on that file and dpengine on
+``dpengine compress`` of the imported model. Kinetic energies and temperatures differ
 at the 1e-6 level by construction: LAMMPS's metal units use older values of k_B and of the
 m·v² → eV factor than dpengine's CODATA 2018 ones.
 
@@ -152,7 +155,8 @@ def write_markdown(report: dict, path: str) -> str:
              f"Same NVE run in both programs: the water box replicated r×r×r, {report['steps']} "
              "velocity-Verlet steps of 0.5 fs from the same positions and velocities; LAMMPS "
              "`pair_style deepmd` on DeePMD-kit's frozen model, `dpengine run` on the same "
-             "model imported. Differences: energies over the thermo lines (every 10 steps), "
+             "model imported (compressed: DeePMD-kit's `dp --pt compress` file in LAMMPS, "
+             "`dpengine compress` of the imported model in dpengine). Differences: energies over the thermo lines (every 10 steps), "
              "positions/velocities/forces at the last step (dpengine's trajectory stores "
              "float32). Speed: ns/day over each program's whole MD loop (LAMMPS: its loop "
              "time; dpengine: its progress line, first steps included).", "",
@@ -160,11 +164,12 @@ def write_markdown(report: dict, path: str) -> str:
              f"model {Path(report['model']).name}; LAMMPS with DeePMD-kit's pair style from "
              "../shared/bench/install-lammps-deepmd.sh (deepmd-kit[lmp] 3.2.0).", "",
              f"Command: `{report['command']}`", "",
-             "| atoms | max abs ΔPE eV | max abs ΔE_total eV | max rel ΔKE | max abs Δx Å | "
+             "| model | atoms | max abs ΔPE eV | max abs ΔE_total eV | max rel ΔKE | max abs Δx Å | "
              "max abs Δv Å/ps | max abs ΔF eV/Å | LAMMPS ns/day | dpengine ns/day | speed-up |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
-        lines.append(f"| {row['atoms']} | {row['max_abs_dpe_ev']:.1e} | {row['max_abs_detotal_ev']:.1e} "
+        lines.append(f"| {row.get('model', 'uncompressed')} | {row['atoms']} "
+                     f"| {row['max_abs_dpe_ev']:.1e} | {row['max_abs_detotal_ev']:.1e} "
                      f"| {row['max_rel_dke']:.1e} | {row['max_abs_dx_a']:.1e} "
                      f"| {row['max_abs_dv_a_per_ps']:.1e} | {row['max_abs_df_ev_per_a']:.1e} "
                      f"| {row['lammps_ns_per_day']:.3g} | {row['dpengine_ns_per_day']:.3g} "
@@ -179,19 +184,28 @@ def main():
     ap.add_argument("--lmp", required=True, help="LAMMPS binary with pair_style deepmd")
     ap.add_argument("--model", default=str(SHARED / "fixtures" / "deepmd_se_e2_a" / "frozen_model.pth"),
                     help="DeePMD-kit frozen model (.pth)")
+    ap.add_argument("--compressed", help="the same model compressed by DeePMD-kit (.pth): "
+                                         "also compare compressed MD")
     ap.add_argument("--reps", type=int, nargs="+", default=[1])
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--out", default="docs/lammps", help="output prefix (.md and .json)")
     args = ap.parse_args()
+    from dpengine.model.compress import compress_model
     from dpengine.model.import_deepmd import import_deepmd
     tmp = Path(tempfile.mkdtemp(prefix="dpengine-lammps-"))
     model_pth = Path(args.model).resolve()
     model_pt = import_deepmd(model_pth, tmp / "model.pt")
+    pairs = [("uncompressed", model_pth, model_pt)]
+    if args.compressed:
+        pairs.append(("compressed", Path(args.compressed).resolve(),
+                      compress_model(model_pt, tmp / "model-c.pt")))
     rows = []
-    for r in args.reps:
-        row = compare(r, args, model_pth, model_pt, tmp / f"r{r}")
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    for name, lammps_model, dpengine_model in pairs:
+        for r in args.reps:
+            row = dict(model=name, **compare(r, args, lammps_model, dpengine_model,
+                                             tmp / f"{name}-r{r}"))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     report = dict(date=time.strftime("%Y-%m-%d"), machine=cpu_name(), cpus=os.cpu_count(),
                   model=str(model_pth), steps=args.steps, command=" ".join(sys.argv), rows=rows)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
