@@ -157,6 +157,31 @@ def test_frozen_model_equals_checkpoint(small_data, tmp_path):
             assert torch.equal(a, b), name
 
 
+
+def test_fitting_activation_other_than_tanh(small_data, tmp_path):
+    """A GELU fitting net (autograd fallback of the fast path) trains and validates (the
+    validation, run without grad, crashed), and its frozen file evaluates as the checkpoint
+    does through the engine (the loader had rebuilt the fitting nets with tanh)."""
+    import dpengine
+    from dpengine_tools.train.fastpath import predict
+    from dpengine_tools.train.freeze import freeze
+    tmp, train, valid = small_data
+    cfg = tiny_config(tmp, train, valid, steps=2, display_interval=1)
+    cfg["model"]["fitting"]["activation"] = "gelu"
+    trainer = run_trainer(cfg, tmp_path / "out")
+    lcurve = np.loadtxt(tmp_path / "out" / "lcurve.out")
+    assert np.isfinite(lcurve).all() and lcurve.shape[0] == 2
+    freeze(tmp_path / "out" / "model.ckpt.pt", tmp_path / "m.pt")
+    model = dpengine.load_model(tmp_path / "m.pt")
+    assert [l.activation for l in model.potential.net.fittings[0].layers] == \
+        ["gelu", "gelu", "linear"]
+    system = trainer.valid_systems[0]
+    with torch.no_grad():
+        fast = predict(trainer.net, trainer.valid_caches[0].batch([0]), create_graph=False)
+    out = model.evaluate(system.coords[0], system.boxes[0], system.types)
+    assert out["energy"] == pytest.approx(float(fast["energy"][0].detach()), rel=1e-13, abs=1e-9)
+    np.testing.assert_allclose(out["forces"], fast["force"][0].detach().numpy(), rtol=0, atol=1e-11)
+
 def shuffled_system(src: Path, dst: Path, seed: int = 5) -> Path:
     """A copy of ``src`` (one set) with its atoms in a random order (types no longer sorted)."""
     (dst / "set.000").mkdir(parents=True)

@@ -231,9 +231,9 @@ def predict(net, batch: Batch, forces: bool = True, virial: bool = False,
     if not t_mat.requires_grad:
         t_mat.requires_grad_(True)       # the fallback differentiates the fitting in Tᵀ
     m2 = net.axis_neuron
-    d = symmetric_descriptor(t_mat, m2)                                         # Tᵀ T[:, :M2]
     kinds = [fitting_kinds(fit) for fit in net.fittings]
     if all(k is not None for k in kinds):
+        d = symmetric_descriptor(t_mat, m2)                                     # Tᵀ T[:, :M2]
         # e and A = ∂e/∂D from one Function per centre type; Q = ∂E/∂Tᵀ by the product rule
         per_type = []
         for t, fit in enumerate(net.fittings):
@@ -263,7 +263,8 @@ def predict(net, batch: Batch, forces: bool = True, virial: bool = False,
         if not create_graph:
             q = q.detach()
     else:
-        with torch.enable_grad():
+        with torch.enable_grad():           # (validation runs without grad: D must be in the graph)
+            d = symmetric_descriptor(t_mat, m2)
             atom_e = torch.zeros(n_all, dtype=dtype, device=d.device)
             for t, fit in enumerate(net.fittings):
                 idx = batch.type_index[t]
