@@ -16,25 +16,15 @@ from dpengine.model.network import DeepPotSE
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
-def _residual_allowed(layer) -> bool:
-    n_in, n_out = layer.matrix.shape
-    return n_in == n_out or 2 * n_in == n_out
-
-
 def build_network(model: dict, sel: list[int]) -> DeepPotSE:
     """A ``DeepPotSE`` for the validated ``[model]`` table ``model`` (see :mod:`.config`)."""
     desc, fit = model["descriptor"], model["fitting"]
-    net = DeepPotSE(list(model["type_map"]), list(sel), desc["rcut"], desc["rcut_smth"],
-                    list(desc["neuron"]), desc["axis_neuron"], list(fit["neuron"]),
-                    type_one_side=desc["type_one_side"], embedding_resnet_dt=desc["resnet_dt"],
-                    fitting_resnet_dt=fit["resnet_dt"], activation=desc["activation"],
-                    fitting_activation=fit["activation"], dtype=DTYPES[model["precision"]])
-    for mlp in list(net.embeddings) + list(net.fittings):
-        for layer in mlp.layers:            # DeePMD-kit: idt only where a residual can apply
-            if layer.use_idt and not _residual_allowed(layer):
-                layer.use_idt = False
-                layer.idt = torch.nn.Parameter(torch.ones(0, dtype=layer.matrix.dtype))
-    return net
+    # (DenseLayer gives idt only to layers where a residual can apply, DeePMD-kit's rule)
+    return DeepPotSE(list(model["type_map"]), list(sel), desc["rcut"], desc["rcut_smth"],
+                     list(desc["neuron"]), desc["axis_neuron"], list(fit["neuron"]),
+                     type_one_side=desc["type_one_side"], embedding_resnet_dt=desc["resnet_dt"],
+                     fitting_resnet_dt=fit["resnet_dt"], activation=desc["activation"],
+                     fitting_activation=fit["activation"], dtype=DTYPES[model["precision"]])
 
 
 def init_parameters(net: DeepPotSE, seed: int) -> None:
