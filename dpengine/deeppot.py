@@ -28,6 +28,9 @@ CPU_CHUNK_ROWS = 32768   # neighbour rows per pass through the uncompressed netw
 TANGENT_CHUNK_ROWS = 4000   # embedding inputs per tangent sweep (CPU)
 FIT_CHUNK_ATOMS = 2048   # atoms per pass through the fitting nets (CPU)
 GPU_PASS_ROWS = 1 << 20   # embedding inputs per tangent sweep on a GPU
+#: What happens to an atom with more neighbours than sel (build_env; training says it too).
+SEL_CAP_RULE = ("as in DeePMD-kit v3, of the nearest sum(sel) neighbours the nearest sel[t] "
+                "of each type are kept")
 
 
 class DeepPotential:
@@ -405,8 +408,7 @@ class DeepPotential:
             detail = ", ".join(f"{name}: {m} > sel {s}" for name, m, s in
                                zip(self.type_map, self.max_neighbors, self.sel) if m > s)
             warnings.warn(f"{self.path}: {self.sel_overflow} atoms have more neighbours than the "
-                          f"model's sel ({detail}); as in DeePMD-kit v3, of the nearest sum(sel) "
-                          "neighbours the nearest sel[t] of each type are kept. "
+                          f"model's sel ({detail}); {SEL_CAP_RULE}. "
                           "The thermo log counts such atoms in its sel_overflow column.",
                           RuntimeWarning, stacklevel=2)
 

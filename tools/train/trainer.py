@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from dpengine.backend import keep_freed_memory
+from dpengine.deeppot import SEL_CAP_RULE
 
 from . import checkpoint as ckpt
 from .data import load_systems
@@ -159,8 +160,7 @@ class Trainer:
                                                           self.sel) if m > s]
         if over:
             self.log(f"warning: some atoms have more neighbours than sel ({', '.join(over)}); "
-                     "as in DeePMD-kit v3, of the nearest sum(sel) neighbours the nearest "
-                     "sel[t] of each type are kept")
+                     f"{SEL_CAP_RULE}")
 
     def _statistics(self, rng) -> None:
         """davg/dstd and energy bias from ``stat_batches`` batches of each training system."""
