@@ -16,7 +16,7 @@ import warnings
 import torch
 
 from dpengine.backend import init_taichi, keep_freed_memory
-from dpengine.model.embedding_tangent import embedding_tangent
+from dpengine.model.embedding_tangent import embedding_tangent_passes
 from dpengine.model.fitting_sweep import (fitting_kinds, layer_params, fitting_sweeps,
                                           tanh_layer_kinds)
 from dpengine.model.io import eager_copy, load_network
@@ -25,9 +25,7 @@ from dpengine.potential import PotentialResult
 
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 CPU_CHUNK_ROWS = 32768   # neighbour rows per pass through the uncompressed networks (CPU)
-TANGENT_CHUNK_ROWS = 4000   # embedding inputs per tangent sweep (CPU)
 FIT_CHUNK_ATOMS = 2048   # atoms per pass through the fitting nets (CPU)
-GPU_PASS_ROWS = 1 << 20   # embedding inputs per tangent sweep on a GPU
 #: What happens to an atom with more neighbours than sel (build_env; training says it too).
 SEL_CAP_RULE = ("as in DeePMD-kit v3, of the nearest sum(sel) neighbours the nearest sel[t] "
                 "of each type are kept")
@@ -253,7 +251,7 @@ class DeepPotential:
         index owns it. Taichi ``count_owned`` and ``store_rows`` number the owned inputs net by
         net and give every filled slot its row. The embedding nets run on the owned inputs
         only (about half the filled slots for water), in tangent mode
-        (:func:`embedding_tangent`), into a store of rows G and G' [U, M]; the slot-sum
+        (:func:`embedding_tangent_passes`), into a store of rows G and G' [U, M]; the slot-sum
         kernels give T = Σ_s R̂ᵀG, and after the fitting nets ∂E/∂R from ∂E/∂T, G and G'
         (see :meth:`_slot_sums`). No autograd.
         """
@@ -281,22 +279,12 @@ class DeepPotential:
         for k, emb in enumerate(self.net.embeddings):
             hi = lo + counts[k]
             if counts[k]:
-                self._tangent_rows(inputs[lo:hi], self._emb_kinds[k], layer_params(emb),
-                                   store[:, lo:hi])
+                embedding_tangent_passes(inputs[lo:hi], self._emb_kinds[k],
+                                         layer_params(emb), store[:, lo:hi],
+                                         workspace=self._buffer)
             lo = hi
         return self._slot_sums(geometry, types, types64, store[0].reshape(-1), rows,
                                tangents=store[1].reshape(-1))
-
-    def _tangent_rows(self, inputs: torch.Tensor, kinds, params, out: torch.Tensor) -> None:
-        """out [2, U, M] = G, G' of an embedding net at inputs [U], in chunks of rows on the
-        CPU (the sweep's [2, width, rows] temporaries stay small). (One transposing copy per
-        chunk: two, one per half, took 3× as long.)"""
-        step = _balanced(inputs.shape[0], TANGENT_CHUNK_ROWS if self.device.type == "cpu"
-                         else GPU_PASS_ROWS)
-        for lo in range(0, inputs.shape[0], step):
-            part = embedding_tangent(inputs[lo:lo + step], kinds, params,       # [2, M, rows]
-                                     workspace=self._buffer)
-            out[:, lo:lo + step].copy_(part.permute(0, 2, 1))
 
     def _tabulated(self, geometry: dict, types: torch.Tensor, types64: torch.Tensor):
         """(e [n], g = ∂E/∂R [n, nnei, 4] float64) with the tabulated embedding nets, or
@@ -411,15 +399,6 @@ class DeepPotential:
                           f"model's sel ({detail}); {SEL_CAP_RULE}. "
                           "The thermo log counts such atoms in its sel_overflow column.",
                           RuntimeWarning, stacklevel=2)
-
-
-def _balanced(count: int, per_pass: int) -> int:
-    """Rows per pass when ``count`` rows go through in passes of ≤ ``per_pass``: equal
-    passes (no small tail), never a multiple of 512 (a transposed copy of such a row count
-    hits one cache set: 4× slower here)."""
-    passes = -(-count // max(per_pass, 1))
-    size = -(-count // max(passes, 1))
-    return size + 8 if size % 512 == 0 else size
 
 
 def _real(dtype: torch.dtype):

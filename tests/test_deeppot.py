@@ -145,8 +145,9 @@ def test_pair_path_matches_autograd_path(tmp_path, monkeypatch, type_one_side, p
     their own images and two images of one neighbour; types are shuffled (the owners of a
     net's inputs are not a range); tiny sweeps put the two nets' rows in several chunks."""
     import dpengine.deeppot as deeppot
+    import dpengine.model.embedding_tangent as sweep
     from conftest import random_se_a_model
-    monkeypatch.setattr(deeppot, "TANGENT_CHUNK_ROWS", 37)
+    monkeypatch.setattr(sweep, "CPU_PASS_ROWS", 37)
     path = random_se_a_model(tmp_path / "m.pt", 3, type_one_side)
     rng = np.random.default_rng(5)
     box = np.diag([7.0, 7.5, 6.5]) + np.array([[0, 0, 0], [0.8, 0, 0], [-0.5, 0.6, 0]])
@@ -154,9 +155,9 @@ def test_pair_path_matches_autograd_path(tmp_path, monkeypatch, type_one_side, p
     types = rng.integers(0, 2, 48)
     pair = dpengine.load_model(path, precision=precision)
     inputs = []
-    tangent_rows = pair.potential._tangent_rows
-    monkeypatch.setattr(pair.potential, "_tangent_rows",
-                        lambda x, *a: inputs.append(x.numel()) or tangent_rows(x, *a))
+    passes = deeppot.embedding_tangent_passes
+    monkeypatch.setattr(deeppot, "embedding_tangent_passes",
+                        lambda x, *a, **k: inputs.append(x.numel()) or passes(x, *a, **k))
     out = pair.evaluate(pos, box, types)
     plain = dpengine.load_model(path, precision=precision)
     plain.potential._emb_kinds = None

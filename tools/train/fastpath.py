@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dpengine.model.embedding_tangent import embedding_tangent
+from dpengine.model.embedding_tangent import embedding_tangent_passes
 from dpengine.model.fitting_sweep import (_DOUBLE as _RES_DOUBLE, _EQUAL as _RES_EQUAL,
                                           fitting_kinds, layer_params, tanh_layer_kinds)
 from dpengine.model.network import symmetric_descriptor
@@ -57,77 +57,75 @@ class EmbeddingTangent(torch.autograd.Function):
     inputs only — a pair i–j of atoms of one type gives the same ŝ in the environments of
     i and of j, and all empty slots of a centre type share one — and are gathered to the
     slots (their gradients summed back). The forward sweep is
-    :func:`dpengine.model.embedding_tangent.embedding_tangent` (feature-major [2, width, U]
-    activations, value and tangent stacked; per layer h = tanh z, d = 1 − h²,
-    z = Wᵀx + b, ż = Wᵀẋ, y = idt·h + res(x), ẏ = idt·d·ż + res(ẋ)).
+    :func:`dpengine.model.embedding_tangent.embedding_tangent_passes` (row-major
+    [2, U, width] activations, value and tangent stacked, in passes of rows; per layer
+    h = tanh z, d = 1 − h², z = xW + b, ż = ẋW, y = idt·h + res(x), ẏ = idt·d·ż + res(ẋ)).
     backward(T̄, Ḡ, Ḡ') → parameter gradients: Ḡ += r̂T̄ (one pass), the slots summed
-    onto their rows, then per layer (Ȳ = [ȳ; ẏ̄] at the output):
+    onto their rows, then pass by pass, per layer (Ȳ = [ȳ; ẏ̄] at the output):
 
-        ż̄ = idt·ẏ̄·d,   z̄ = (idt·ȳ − 2 idt·ẏ̄·ż·h)·d,   W̄ = x z̄ᵀ + ẋ ż̄ᵀ,   b̄ = Σ z̄,
-        idt̄ = Σ (ȳ h + ẏ̄ d ż),   [x̄; ẋ̄] = W [z̄; ż̄] + resᵀ(Ȳ)
+        ż̄ = idt·ẏ̄·d,   z̄ = (idt·ȳ − 2 idt·ẏ̄·ż·h)·d,   W̄ = xᵀz̄ + ẋᵀż̄,   b̄ = Σ z̄,
+        idt̄ = Σ (ȳ h + ẏ̄ d ż),   [x̄; ẋ̄] = [z̄; ż̄] Wᵀ + resᵀ(Ȳ)
 
     No gradient flows to s (the inputs are data).
     """
 
     @staticmethod
     def forward(ctx, s, index, rhat, kinds, *params):
-        saved = []
-        x = embedding_tangent(s, kinds, params, saved)
-        ctx.kinds = kinds
+        m = params[-3].shape[1]
+        rows = torch.empty(2, s.shape[0], m, dtype=s.dtype, device=s.device)   # [2, U, M]
+        passes = []
+        embedding_tangent_passes(s, kinds, params, rows, passes)
+        ctx.kinds, ctx.passes = kinds, passes
         n_rows, width_blk = index.shape
-        m = x.shape[1]
         flat = index.reshape(-1)
-        rows = x.transpose(1, 2).contiguous()                               # [2, U, M]
-        ctx.save_for_backward(index, rhat, *saved, *params)
+        ctx.save_for_backward(index, rhat, *params)
         g_val = rows[0].index_select(0, flat).view(n_rows, width_blk, m)   # slots ← rows
         g_tan = rows[1].index_select(0, flat).view(n_rows, width_blk, m)
         return torch.bmm(rhat.transpose(1, 2), g_val), g_val, g_tan
 
     @staticmethod
     def backward(ctx, tbar, gbar, gpbar):
-        kinds = ctx.kinds
-        index, rhat, *tensors = ctx.saved_tensors
+        kinds, passes = ctx.kinds, ctx.passes
+        index, rhat, *params = ctx.saved_tensors
         if tbar is not None:                # Ḡ += r̂ T̄ (one pass over the slots)
             gbar = torch.bmm(rhat, tbar) if gbar is None else torch.baddbmm(gbar, rhat, tbar)
         n_layers = len(kinds)
-        acts, params = tensors[:4 * n_layers], tensors[4 * n_layers:]
-        grads = [None] * len(params)
-        x_last = acts[4 * (n_layers - 1)]
-        width, n = params[3 * (n_layers - 1)].shape[1], x_last.shape[2]
-        rows = torch.zeros(2, n, width, dtype=x_last.dtype, device=x_last.device)
+        width = params[-3].shape[1]
+        row_bar = torch.zeros(2, passes[-1][1], width, dtype=rhat.dtype, device=rhat.device)
         flat = index.reshape(-1)
-        for half, grad in ((rows[0], gbar), (rows[1], gpbar)):
+        for half, grad in ((row_bar[0], gbar), (row_bar[1], gpbar)):
             if grad is not None:
                 half.index_add_(0, flat, grad.reshape(-1, width))          # Σ over slots
-        ybar = rows.transpose(1, 2).contiguous()                           # [2, M, U]
-        for l in range(n_layers - 1, -1, -1):
-            res, use_idt = kinds[l]
-            x, h, d, zt = acts[4 * l: 4 * l + 4]
-            w, idt = params[3 * l], params[3 * l + 2]
-            n_in = w.shape[0]
-            yv, yt = ybar[0], ybar[1]
-            if use_idt:
-                grads[3 * l + 2] = (yv * h).sum(1) + (yt * d * zt).sum(1)
-                yv, yt = yv * idt.unsqueeze(1), yt * idt.unsqueeze(1)
-            zbar = torch.empty_like(ybar)
-            torch.mul(yt, d, out=zbar[1])                              # ż̄
-            torch.mul(yv, d, out=zbar[0]).addcmul_(torch.mul(zbar[1], zt), h, value=-2.0)  # z̄
-            wbar = torch.mm(x[0], zbar[0].t())
-            if l == 0:                                                  # ẋ = 1 at the input
-                wbar.add_(zbar[1].sum(1).unsqueeze(0))
-            else:
-                wbar.addmm_(x[1], zbar[1].t())
-            grads[3 * l] = wbar
-            grads[3 * l + 1] = zbar[0].sum(1)
-            if l > 0:
-                xbar = torch.empty(2, n_in, n, dtype=zbar.dtype, device=zbar.device)
-                torch.mm(w, zbar[0], out=xbar[0])                       # [x̄; ẋ̄] = W [z̄; ż̄]
-                torch.mm(w, zbar[1], out=xbar[1])
-                if res == _RES_EQUAL:
-                    xbar.add_(ybar)
-                elif res == _RES_DOUBLE:
-                    xbar.add_(ybar.view(2, 2, n_in, n).sum(1))
-                ybar = xbar
+        grads = [None] * len(params)
+
+        def accumulate(i, value):
+            grads[i] = value if grads[i] is None else grads[i].add_(value)
+
+        for lo, hi, acts in passes:     # the forward's passes: their activations, in cache
+            n, ybar = hi - lo, row_bar[:, lo:hi]
+            for l in range(n_layers - 1, -1, -1):
+                res, use_idt = kinds[l]
+                x, h, d, zt = acts[4 * l: 4 * l + 4]
+                w, idt = params[3 * l], params[3 * l + 2]
+                n_in = w.shape[0]
+                yv, yt = ybar[0], ybar[1]
+                if use_idt:
+                    accumulate(3 * l + 2, (yv * h).sum(0) + (yt * d * zt).sum(0))
+                    yv, yt = yv * idt, yt * idt
+                zbar = torch.empty(2, n, w.shape[1], dtype=h.dtype, device=h.device)
+                torch.mul(yt, d, out=zbar[1])                                  # ż̄
+                torch.mul(yv, d, out=zbar[0]).addcmul_(torch.mul(zbar[1], zt), h, value=-2.0)
+                # W̄ = xᵀz̄ + ẋᵀż̄: one product over the stacked [2n] rows (ẋ = 1 at the input)
+                accumulate(3 * l, torch.mm(x.view(2 * n, n_in).t(), zbar.view(2 * n, -1)))
+                accumulate(3 * l + 1, zbar[0].sum(0))
+                if l > 0:                                                      # [x̄; ẋ̄]
+                    xbar = torch.mm(zbar.view(2 * n, -1), w.t()).view(2, n, n_in)
+                    if res == _RES_EQUAL:
+                        xbar.add_(ybar)
+                    elif res == _RES_DOUBLE:
+                        xbar.add_(ybar.view(2, n, 2, n_in).sum(2))
+                    ybar = xbar
+        ctx.passes = None
         return (None, None, None, None, *grads)
 
 
