@@ -56,7 +56,8 @@ def test_tangent_sweep_and_its_backward_match_autograd(monkeypatch, neurons, res
     loss = loss_of(*EmbeddingTangent.apply(s, index, rhat, kinds, *params))
     used = [p for p in params if p.numel()]
     grads = torch.autograd.grad(loss, used)
-    g_val, g_tan = g_ref[index.reshape(-1)].view(5, 9, -1), gp_ref[index.reshape(-1)].view(5, 9, -1)
+    flat = index.reshape(-1)
+    g_val, g_tan = g_ref[flat].view(5, 9, -1), gp_ref[flat].view(5, 9, -1)
     ref_loss = loss_of(torch.bmm(rhat.transpose(1, 2), g_val), g_val, g_tan)
     ref_grads = torch.autograd.grad(ref_loss, [p for p in layer_params(net) if p.numel()])
     assert abs(loss.item() - ref_loss.item()) < 1e-10 * abs(ref_loss.item())

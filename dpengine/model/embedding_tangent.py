@@ -92,7 +92,7 @@ def _balanced_pass(count: int, per_pass: int) -> int:
     """Rows per pass when ``count`` rows go through in passes of ≤ ``per_pass``: equal
     passes, no small tail."""
     passes = -(-count // max(per_pass, 1))
-    return -(-count // max(passes, 1))
+    return max(1, -(-count // max(passes, 1)))
 
 
 def embedding_tangent_passes(s: torch.Tensor, kinds, params, out: torch.Tensor,
