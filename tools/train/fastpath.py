@@ -75,7 +75,7 @@ class EmbeddingTangent(torch.autograd.Function):
         rows = torch.empty(2, s.shape[0], m, dtype=s.dtype, device=s.device)   # [2, U, M]
         passes = []
         embedding_tangent_passes(s, kinds, params, rows, passes)
-        ctx.kinds, ctx.passes = kinds, passes
+        ctx.kinds, ctx.passes, ctx.n_inputs = kinds, passes, s.shape[0]
         n_rows, width_blk = index.shape
         flat = index.reshape(-1)
         ctx.save_for_backward(index, rhat, *params)
@@ -91,7 +91,7 @@ class EmbeddingTangent(torch.autograd.Function):
             gbar = torch.bmm(rhat, tbar) if gbar is None else torch.baddbmm(gbar, rhat, tbar)
         n_layers = len(kinds)
         width = params[-3].shape[1]
-        row_bar = torch.zeros(2, passes[-1][1], width, dtype=rhat.dtype, device=rhat.device)
+        row_bar = torch.zeros(2, ctx.n_inputs, width, dtype=rhat.dtype, device=rhat.device)
         flat = index.reshape(-1)
         for half, grad in ((row_bar[0], gbar), (row_bar[1], gpbar)):
             if grad is not None:
