@@ -26,6 +26,8 @@ torch tensors or numpy arrays (``ti.types.ndarray``).
 
 import taichi as ti
 
+from taichi_kernels.launch import fast_launch
+
 # No ``from __future__ import annotations``: Taichi reads the annotations as objects.
 _F1 = ti.types.ndarray(dtype=ti.f64, ndim=1)
 _F2 = ti.types.ndarray(dtype=ti.f64, ndim=2)
@@ -38,6 +40,7 @@ _I3 = ti.types.ndarray(dtype=ti.i32, ndim=3)
 G_RHO, G_RMAX = 0, 3
 
 
+@fast_launch
 @ti.kernel
 def pair_histogram_frames(frac_a: _F3, frac_b: _F3, boxes: _F3, geom: _F2, same: ti.i32,
                           hist: _I2):
@@ -97,6 +100,7 @@ def _pair_vector(pos: ti.template(), box: ti.template(), neighbors: ti.template(
     return r
 
 
+@fast_launch
 @ti.kernel
 def pair_histogram_nlist(pos: _F2, box: _F2, neighbors: _I2, images: _I3, counts: _I1,
                          is_a: _I1, is_b: _I1, params: _F1, hist: _I1):
@@ -122,6 +126,7 @@ def pair_histogram_nlist(pos: _F2, box: _F2, neighbors: _I2, images: _I3, counts
                         ti.atomic_add(hist[ti.min(ti.cast(r * inv_dr, ti.i32), n_bins - 1)], 1)
 
 
+@fast_launch
 @ti.kernel
 def angle_histogram_nlist(pos: _F2, box: _F2, neighbors: _I2, images: _I3, counts: _I1,
                           is_centre: _I1, is_j: _I1, is_k: _I1, params: _F1, hist: _F1,

@@ -20,6 +20,7 @@ for any thread count, which keeps runs and restarts bit-reproducible on the CPU.
 """
 import taichi as ti
 
+from taichi_kernels.launch import fast_launch
 from taichi_kernels.rng import normal4
 
 # No ``from __future__ import annotations`` here: Taichi reads the annotations as objects.
@@ -121,6 +122,7 @@ def _store_kinetic(work: ti.template(), i, m, v, kef):
     work[i, 5] = h * v[1] * v[2]
 
 
+@fast_launch
 @ti.kernel
 def kick_drift(positions: _F2, velocities: _F2, forces: _F2, masses: _F1, dt: ti.f64,
                accel: ti.f64):
@@ -131,6 +133,7 @@ def kick_drift(positions: _F2, velocities: _F2, forces: _F2, masses: _F1, dt: ti
         positions[i, a] += dt * v
 
 
+@fast_launch
 @ti.kernel
 def kick(velocities: _F2, forces: _F2, masses: _F1, dt: ti.f64, accel: ti.f64):
     """v ← v + (dt/2)·F/m   (the second half of velocity Verlet)."""
@@ -138,6 +141,7 @@ def kick(velocities: _F2, forces: _F2, masses: _F1, dt: ti.f64, accel: ti.f64):
         velocities[i, a] += 0.5 * dt * accel * forces[i, a] / masses[i]
 
 
+@fast_launch
 @ti.kernel
 def velocity_position_update(positions: _F2, velocities: _F2, forces: _F2, params: _F1):
     """One fused stretch of a splitting, per atom (no reduction):
@@ -161,6 +165,7 @@ def velocity_position_update(positions: _F2, velocities: _F2, forces: _F2, param
             velocities[i, a] = v[a]
 
 
+@fast_launch
 @ti.kernel
 def velocity_update_reduce(velocities: _F2, forces: _F2, params: _F1, work: _F2):
     """v ← α · v @ E + KICK · (F/m) @ Φ; the last row of ``work`` receives the kinetic
@@ -178,6 +183,7 @@ def velocity_update_reduce(velocities: _F2, forces: _F2, params: _F1, work: _F2)
     _reduce(work, n)
 
 
+@fast_launch
 @ti.kernel
 def baoab_first(positions: _F2, velocities: _F2, forces: _F2, params: _F1, work: _F2):
     """B A O A of Langevin BAOAB (Leimkuhler & Matthews 2013); the closing B is ``kick``.
@@ -204,6 +210,7 @@ def baoab_first(positions: _F2, velocities: _F2, forces: _F2, params: _F1, work:
     _reduce(work, n)
 
 
+@fast_launch
 @ti.kernel
 def langevin_o(velocities: _F2, forces: _F2, params: _F1, work: _F2):
     """Kick, Langevin O step, kick (OBABO-type splittings, used with barostats):

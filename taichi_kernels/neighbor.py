@@ -48,6 +48,8 @@ All arrays are torch tensors passed as ``ti.types.ndarray`` (zero copy on CPU an
 
 import taichi as ti
 
+from taichi_kernels.launch import fast_launch
+
 # No ``from __future__ import annotations`` here: Taichi reads the annotations as objects.
 _F2 = ti.types.ndarray(dtype=ti.f64, ndim=2)
 _I1 = ti.types.ndarray(dtype=ti.i32, ndim=1)
@@ -88,6 +90,7 @@ def _gap2(u: ti.i32, t: ti.f64, h: ti.f64) -> ti.f64:
     return g * g
 
 
+@fast_launch
 @ti.kernel
 def build_verlet(pos: _F2, geom: _F2, ints: _I1, iwork: _I2, fwork: _F2,
                  neighbors: _I2, images: _I3, counts: _I1):

@@ -11,6 +11,8 @@ Virial convention (dpengine.potential): W = −Σ_pairs r_ij ⊗ ∂E/∂r_ij.
 """
 import taichi as ti
 
+from taichi_kernels.launch import fast_launch
+
 # No ``from __future__ import annotations`` here: Taichi reads the annotations as objects.
 _F1 = ti.types.ndarray(dtype=ti.f64, ndim=1)
 _F2 = ti.types.ndarray(dtype=ti.f64, ndim=2)
@@ -59,6 +61,7 @@ def _pair_key(j, n0, n1, n2) -> ti.i64:
         | (ti.cast(n1 + 128, ti.i64) << 8) | ti.cast(n2 + 128, ti.i64)
 
 
+@fast_launch
 @ti.kernel
 def pair_order(neighbors: _I2, images: _I3, counts: _I1, order: _I2):
     """order[i, :counts[i]] = the slots of row i sorted by (j, image): the canonical order in
@@ -81,6 +84,7 @@ def pair_order(neighbors: _I2, images: _I3, counts: _I1, order: _I2):
             order[i, r + 1] = s
 
 
+@fast_launch
 @ti.kernel
 def lj_compute(pos: _F2, types: _I1, neighbors: _I2, images: _I3, counts: _I1, order: _I2,
                table: _F1, out: _F2):
@@ -134,6 +138,7 @@ def lj_compute(pos: _F2, types: _I1, neighbors: _I2, images: _I3, counts: _I1, o
     _reduce(out, n)
 
 
+@fast_launch
 @ti.kernel
 def springs_compute(pos: _F2, types: _I1, sites: _F2, table: _F1, out: _F2):
     """Harmonic tethers U = Σ_i ½ k_{t_i} |x_i − s_i|², sites s_i = r0_i + f0_i @ (box − box₀)

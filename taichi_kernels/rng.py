@@ -17,6 +17,8 @@ import math
 
 import taichi as ti
 
+from taichi_kernels.launch import fast_launch
+
 PHILOX_M0 = 0xD2511F53
 PHILOX_M1 = 0xCD9E8D57
 PHILOX_W0 = 0x9E3779B9
@@ -65,6 +67,7 @@ def normal4(s0, s1, t0, t1, atom, stream):
     return ti.Vector([r0 * ti.cos(a0), r0 * ti.sin(a0), r1 * ti.cos(a1), r1 * ti.sin(a1)])
 
 
+@fast_launch
 @ti.kernel
 def philox_words(counters: ti.types.ndarray(dtype=ti.i64, ndim=2),
                  out: ti.types.ndarray(dtype=ti.i64, ndim=2)):
@@ -80,6 +83,7 @@ def philox_words(counters: ti.types.ndarray(dtype=ti.i64, ndim=2),
         out[r, 3] = ti.cast(w3, ti.i64)
 
 
+@fast_launch
 @ti.kernel
 def atom_normals(key: ti.types.ndarray(dtype=ti.i64, ndim=1), stream: ti.i32,
                  out: ti.types.ndarray(dtype=ti.f64, ndim=2)):

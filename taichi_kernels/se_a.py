@@ -15,6 +15,7 @@ Environment row and its Jacobian (d = r_ij, r = |d|):
 import taichi as ti
 
 from taichi_kernels import filled_end, spread
+from taichi_kernels.launch import fast_launch
 
 Vec3 = ti.types.vector(3, ti.f64)
 Vec4 = ti.types.vector(4, ti.f64)
@@ -139,6 +140,7 @@ def _keep_nearest_overall(positions: ti.template(), box: ti.template(), neighbor
             type_counts[i, t] = kept
 
 
+@fast_launch
 @ti.kernel
 def build_env(positions: ti.types.ndarray(ndim=2), box: ti.types.ndarray(ndim=2),
               neighbors: ti.types.ndarray(ndim=2), images: ti.types.ndarray(ndim=3),
@@ -252,6 +254,7 @@ def build_env(positions: ti.types.ndarray(ndim=2), box: ti.types.ndarray(ndim=2)
                     env[i, s, c] = row[c]
 
 
+@fast_launch
 @ti.kernel
 def assemble_forces(slot_j: ti.types.ndarray(ndim=2), slot_rij: ti.types.ndarray(ndim=3),
                     grad_env: ti.types.ndarray(ndim=3), rcut: ti.f64, rcut_smth: ti.f64,
@@ -302,6 +305,7 @@ def assemble_forces(slot_j: ti.types.ndarray(ndim=2), slot_rij: ti.types.ndarray
                     ti.atomic_sub(forces[j, a], pair_grad[i, s, a])
 
 
+@fast_launch
 @ti.kernel
 def env_derivative(slot_j: ti.types.ndarray(ndim=2), slot_rij: ti.types.ndarray(ndim=3),
                    rcut: ti.f64, rcut_smth: ti.f64, env_deriv: ti.types.ndarray(ndim=4)):
@@ -320,6 +324,7 @@ def env_derivative(slot_j: ti.types.ndarray(ndim=2), slot_rij: ti.types.ndarray(
                 env_deriv[i, s, c, a] = jac[c, a]
 
 
+@fast_launch
 @ti.kernel
 def pair_partners(slot_j: ti.types.ndarray(ndim=2), slot_key: ti.types.ndarray(ndim=2),
                   types: ti.types.ndarray(ndim=1), type_counts: ti.types.ndarray(ndim=2),

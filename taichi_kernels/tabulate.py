@@ -35,6 +35,7 @@ lay out the store: the two slots of a same-type pair share one row (their inputs
 import taichi as ti
 
 from taichi_kernels import filled_end, spread
+from taichi_kernels.launch import fast_launch
 
 
 @ti.func
@@ -129,6 +130,7 @@ def _empty_base(t: ti.i32, t_i: ti.i32, ntypes: ti.i32, type_one_side: ti.i32,
     return (k * ntypes + t_i) * 4 * n_channels
 
 
+@fast_launch
 @ti.kernel
 def embedded_forward(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim=3),
                      inv_dstd: ti.types.ndarray(ndim=3), types: ti.types.ndarray(ndim=1),
@@ -208,6 +210,7 @@ def embedded_forward(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim=
                 ti.atomic_add(outside[0], n_out)
 
 
+@fast_launch
 @ti.kernel
 def embedded_backward(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim=3),
                       inv_dstd: ti.types.ndarray(ndim=3), types: ti.types.ndarray(ndim=1),
@@ -267,6 +270,7 @@ def _owns(partner: ti.template(), i: ti.i32, s: ti.i32) -> ti.i32:
     return ti.cast(p < 0 or i * partner.shape[1] + s < p, ti.i32)
 
 
+@fast_launch
 @ti.kernel
 def count_owned(partner: ti.types.ndarray(ndim=2), types: ti.types.ndarray(ndim=1),
                 type_counts: ti.types.ndarray(ndim=2), sec: ti.types.ndarray(ndim=1),
@@ -282,6 +286,7 @@ def count_owned(partner: ti.types.ndarray(ndim=2), types: ti.types.ndarray(ndim=
         owned[k, i] = count
 
 
+@fast_launch
 @ti.kernel
 def store_rows(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim=3),
                inv_dstd: ti.types.ndarray(ndim=3), partner: ti.types.ndarray(ndim=2),
