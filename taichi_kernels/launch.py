@@ -91,7 +91,7 @@ class _Launcher:
             return None
         if plan is None:
             return self._kernel(*args)
-        prog, t_kernel, compiled = plan
+        t_kernel, compiled = plan
         ctx = t_kernel.make_launch_context()
         index = 0
         for kind, value in zip(self._kinds, args):
@@ -108,12 +108,12 @@ class _Launcher:
             else:
                 continue
             index += 1
-        prog.launch_kernel(compiled, ctx)
+        runtime.prog.launch_kernel(compiled, ctx)
         return None
 
     def _plan(self, runtime, args) -> tuple | None:
-        """(program, Taichi kernel, compiled kernel) for the direct launch with these
-        arguments' signature, or None (Taichi's path for good)."""
+        """(Taichi kernel, compiled kernel) for the direct launch with these arguments'
+        signature, or None (Taichi's path for good)."""
         prog = runtime.prog
         cuda = prog.config().arch == impl._ti_core.Arch.cuda
         for kind, value in zip(self._kinds, args):
@@ -127,7 +127,7 @@ class _Launcher:
             return None
         if getattr(self._primal, "has_print", True):      # known once compiled
             return None
-        return prog, t_kernel, compiled
+        return t_kernel, compiled
 
 
 def fast_launch(kernel):
