@@ -197,13 +197,17 @@ def shuffled_system(src: Path, dst: Path, seed: int = 5) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("fit_act, shuffled", [("tanh", False), ("gelu", False), ("tanh", True)])
-def test_fast_path_matches_autograd_two_side(small_data, tmp_path, fit_act, shuffled):
+@pytest.mark.parametrize("fit_act, shuffled, one_side, slot_kernels", [
+    ("tanh", False, False, True), ("tanh", False, False, False), ("gelu", False, False, True),
+    ("tanh", True, False, True), ("tanh", False, True, True), ("tanh", False, True, False)])
+def test_fast_path_matches_autograd(small_data, tmp_path, fit_act, shuffled, one_side,
+                                    slot_kernels):
     """Energies, forces, virial and the gradients of a force+energy+virial loss of the fast
-    path equal plain autograd (double backpropagation) through DeepPotSE, for a two-side
-    model with resnet_dt (a harder case than the water example); a gelu fitting net takes
-    the autograd fallback for the fitting part; atoms not sorted by type take the scatter
-    path of the fitting's per-type results."""
+    path equal plain autograd (double backpropagation) through DeepPotSE, for two-side
+    (a harder case than the water example) and one-side models with resnet_dt; the slot
+    sums by the Taichi kernels reading the rows and by gathered slots (torch); a gelu
+    fitting net takes the autograd fallback for the fitting part; atoms not sorted by type
+    take the scatter path of the fitting's per-type results."""
     from dpengine.model.reference import evaluate_reference
     from dpengine_tools.train.features import EnvironmentProvider, GeometryCache
     from dpengine_tools.train.fastpath import predict
@@ -211,7 +215,7 @@ def test_fast_path_matches_autograd_two_side(small_data, tmp_path, fit_act, shuf
     tmp, train, _ = small_data
     model = parse_config({"model": {"type_map": ["O", "H"], "descriptor": {
         "rcut": 4.0, "sel": [16, 32], "neuron": [3, 6, 12], "axis_neuron": 3,
-        "type_one_side": False, "resnet_dt": True},
+        "type_one_side": one_side, "resnet_dt": True},
         "fitting": {"neuron": [8, 8], "activation": fit_act}},
         "data": {"train": [str(train[0])]}, "training": {"steps": 1}}, "t", tmp)["model"]
     net = build_network(model, [16, 32])
@@ -228,7 +232,7 @@ def test_fast_path_matches_autograd_two_side(small_data, tmp_path, fit_act, shuf
     cache.finalize(net.davg, net.dstd, torch.float64, virial=True, type_one_side=net.type_one_side)
     batch = cache.batch([1])
     assert (batch.type_ranges is None) == shuffled
-    fast = predict(net, batch, virial=True)
+    fast = predict(net, batch, virial=True, slot_kernels=slot_kernels)
     ref = evaluate_reference(net, system.coords[1], system.boxes[1], system.types,
                              create_graph=True)
     assert float(fast["energy"][0].detach()) == pytest.approx(float(ref["energy"].detach()), rel=1e-14)

@@ -28,7 +28,7 @@ The embedding nets run only on the distinct inputs (:mod:`.features`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -85,48 +85,137 @@ class EmbeddingTangent(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, tbar, gbar, gpbar):
-        kinds, passes = ctx.kinds, ctx.passes
         index, rhat, *params = ctx.saved_tensors
         if tbar is not None:                # Ḡ += r̂ T̄ (one pass over the slots)
             gbar = torch.bmm(rhat, tbar) if gbar is None else torch.baddbmm(gbar, rhat, tbar)
-        n_layers = len(kinds)
         width = params[-3].shape[1]
         row_bar = torch.zeros(2, ctx.n_inputs, width, dtype=rhat.dtype, device=rhat.device)
         flat = index.reshape(-1)
         for half, grad in ((row_bar[0], gbar), (row_bar[1], gpbar)):
             if grad is not None:
                 half.index_add_(0, flat, grad.reshape(-1, width))          # Σ over slots
-        grads = [None] * len(params)
-
-        def accumulate(i, value):
-            grads[i] = value if grads[i] is None else grads[i].add_(value)
-
-        for lo, hi, acts in passes:     # the forward's passes: their activations, in cache
-            n, ybar = hi - lo, row_bar[:, lo:hi]
-            for l in range(n_layers - 1, -1, -1):
-                res, use_idt = kinds[l]
-                x, h, d, zt = acts[4 * l: 4 * l + 4]
-                w, idt = params[3 * l], params[3 * l + 2]
-                n_in = w.shape[0]
-                yv, yt = ybar[0], ybar[1]
-                if use_idt:
-                    accumulate(3 * l + 2, (yv * h).sum(0) + (yt * d * zt).sum(0))
-                    yv, yt = yv * idt, yt * idt
-                zbar = torch.empty(2, n, w.shape[1], dtype=h.dtype, device=h.device)
-                torch.mul(yt, d, out=zbar[1])                                  # ż̄
-                torch.mul(yv, d, out=zbar[0]).addcmul_(torch.mul(zbar[1], zt), h, value=-2.0)
-                # W̄ = xᵀz̄ + ẋᵀż̄: one product over the stacked [2n] rows (ẋ = 1 at the input)
-                accumulate(3 * l, torch.mm(x.view(2 * n, n_in).t(), zbar.view(2 * n, -1)))
-                accumulate(3 * l + 1, zbar[0].sum(0))
-                if l > 0:                                                      # [x̄; ẋ̄]
-                    xbar = torch.mm(zbar.view(2 * n, -1), w.t()).view(2, n, n_in)
-                    if res == _RES_EQUAL:
-                        xbar.add_(ybar)
-                    elif res == _RES_DOUBLE:
-                        xbar.add_(ybar.view(2, n, 2, n_in).sum(2))
-                    ybar = xbar
+        grads = _sweep_backward(ctx.kinds, ctx.passes, params, row_bar)
         ctx.passes = None
         return (None, None, None, None, *grads)
+
+
+def _sweep_backward(kinds, passes, params, row_bar: torch.Tensor) -> list:
+    """Parameter gradients of the embedding net's tangent sweep from the rows' adjoint
+    row_bar = [Ḡ; Ḡ'] [2, U, M], pass by pass over the forward's ``passes`` (their
+    activations still in cache); see :class:`EmbeddingTangent` for the per-layer formulas."""
+    n_layers = len(kinds)
+    grads = [None] * len(params)
+
+    def accumulate(i, value):
+        grads[i] = value if grads[i] is None else grads[i].add_(value)
+
+    for lo, hi, acts in passes:
+        n, ybar = hi - lo, row_bar[:, lo:hi]
+        for l in range(n_layers - 1, -1, -1):
+            res, use_idt = kinds[l]
+            x, h, d, zt = acts[4 * l: 4 * l + 4]
+            w, idt = params[3 * l], params[3 * l + 2]
+            n_in = w.shape[0]
+            yv, yt = ybar[0], ybar[1]
+            if use_idt:
+                accumulate(3 * l + 2, (yv * h).sum(0) + (yt * d * zt).sum(0))
+                yv, yt = yv * idt, yt * idt
+            zbar = torch.empty(2, n, w.shape[1], dtype=h.dtype, device=h.device)
+            torch.mul(yt, d, out=zbar[1])                                      # ż̄
+            torch.mul(yv, d, out=zbar[0]).addcmul_(torch.mul(zbar[1], zt), h, value=-2.0)
+            # W̄ = xᵀz̄ + ẋᵀż̄: one product over the stacked [2n] rows (ẋ = 1 at the input)
+            accumulate(3 * l, torch.mm(x.view(2 * n, n_in).t(), zbar.view(2 * n, -1)))
+            accumulate(3 * l + 1, zbar[0].sum(0))
+            if l > 0:                                                          # [x̄; ẋ̄]
+                xbar = torch.mm(zbar.view(2 * n, -1), w.t()).view(2, n, n_in)
+                if res == _RES_EQUAL:
+                    xbar.add_(ybar)
+                elif res == _RES_DOUBLE:
+                    xbar.add_(ybar.view(2, n, 2, n_in).sum(2))
+                ybar = xbar
+    return grads
+
+
+def _real(dtype: torch.dtype):
+    import taichi as ti
+    return ti.f32 if dtype == torch.float32 else ti.f64
+
+
+class EmbeddingRows(torch.autograd.Function):
+    """(T = Σ r̂ᵀG [A, 4, M], rows [G; G'] [2, U, M]) of a tanh embedding net, the slot sums
+    by Taichi kernels that read the rows in place (CPU; :mod:`taichi_kernels.slot_training`).
+
+    forward(s [U], index [A, W] int64, r̂ source and col0 (the slots' r̂ are
+    source[:, col0:col0 + W]; :meth:`Batch.block_inputs`), (row_start, row_slots), kinds,
+    W₁, b₁, idt₁, …): the sweep as :class:`EmbeddingTangent`, then T by
+    ``slot_tensor``. The rows feed :class:`RowSlotGradient`. backward(T̄, R̄ = [Ḡ; Ḡ'] from
+    the slot gradient): Ḡ[r] += Σ_{slots of r} r̂ T̄ (``row_adjoint``, in place on R̄, which
+    this Function alone receives), then the sweep's adjoint (:func:`_sweep_backward`).
+    """
+
+    @staticmethod
+    def forward(ctx, s, index, rhat, col0, row_lists, kinds, *params):
+        from taichi_kernels.slot_training import slot_tensor
+
+        m = params[-3].shape[1]
+        rows = torch.empty(2, s.shape[0], m, dtype=s.dtype, device=s.device)   # [2, U, M]
+        passes = []
+        embedding_tangent_passes(s, kinds, params, rows, passes)
+        t_mat = torch.empty(index.shape[0], 4, m, dtype=s.dtype, device=s.device)
+        slot_tensor(rhat, rhat, col0, index, rows.view(-1), s.shape[0], t_mat, m,
+                    _real(s.dtype), False)
+        ctx.kinds, ctx.passes, ctx.row_lists, ctx.col0 = kinds, passes, row_lists, col0
+        ctx.width = index.shape[1]
+        ctx.save_for_backward(rhat, *params)
+        return t_mat, rows
+
+    @staticmethod
+    def backward(ctx, tbar, rows_bar):
+        from taichi_kernels.slot_training import row_adjoint
+
+        rhat, *params = ctx.saved_tensors
+        rows_bar = rows_bar.contiguous()
+        n_rows, m = rows_bar.shape[1], rows_bar.shape[2]
+        row_adjoint(rhat, rhat, ctx.col0, tbar.contiguous().view(-1), *ctx.row_lists, n_rows,
+                    ctx.width, rows_bar.view(-1), m, _real(rhat.dtype), False, True)
+        grads = _sweep_backward(ctx.kinds, ctx.passes, params, rows_bar)
+        ctx.passes = None
+        return (None, None, None, None, None, None, *grads)
+
+
+class RowSlotGradient(torch.autograd.Function):
+    """g = Q Gᵀ + ê₀ (r̂ᵀ Q G'ᵀ) per slot [A, W, 4] (times K), read from the rows [2, U, M]
+    (Taichi ``slot_gradient``); Q = ∂E/∂T [A, 4, M]. backward(ḡ) with ū = ḡ₀ r̂:
+    R̄ = [Σ_{slots of r} ḡ Q; Σ ū Q] (``row_adjoint``), Q̄ = Σ_w (ḡ G + ū G') (``slot_tensor``).
+    As :class:`SlotGradient`, without the slots' copies of G and G'."""
+
+    @staticmethod
+    def forward(ctx, rows, index, q, rhat, col0, row_lists):
+        from taichi_kernels.slot_training import slot_gradient
+
+        q, rows = q.detach().contiguous(), rows.detach()
+        g = torch.empty(*index.shape, 4, dtype=rhat.dtype, device=rhat.device)
+        slot_gradient(q.view(-1), rhat, col0, index, rows.view(-1), rows.shape[1], rows.shape[2],
+                      g, _real(rhat.dtype))
+        ctx.row_lists, ctx.col0 = row_lists, col0
+        ctx.save_for_backward(rows, index, q, rhat)
+        return g
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gbar):
+        from taichi_kernels.slot_training import row_adjoint, slot_tensor
+
+        rows, index, q, rhat = (x.detach() for x in ctx.saved_tensors)
+        gbar = gbar.contiguous()
+        n_rows, m = rows.shape[1], rows.shape[2]
+        real = _real(rhat.dtype)
+        rows_bar = torch.empty_like(rows)
+        row_adjoint(gbar, rhat, ctx.col0, q.view(-1), *ctx.row_lists, n_rows, index.shape[1],
+                    rows_bar.view(-1), m, real, True, False)
+        q_bar = torch.empty_like(q)
+        slot_tensor(gbar, rhat, ctx.col0, index, rows.view(-1), n_rows, q_bar, m, real, True)
+        return rows_bar, None, q_bar, None, None, None
 
 
 class SlotGradient(torch.autograd.Function):
@@ -190,22 +279,43 @@ class Batch:
     energy: torch.Tensor
     force: torch.Tensor
     virial: torch.Tensor | None
+    derived: dict = field(default_factory=dict)   # per-net kernel inputs, built on first use
+
+    def block_inputs(self, k: int, rows: torch.Tensor | None, lo: int, hi: int):
+        """The slot kernels' inputs of net k: (r̂ source [A_k, ≥ col0 + W_t, 4], col0, its
+        row lists (row_start [U + 1], row_slots [A_k·W_t]) int32 — the slots of each row,
+        for ``row_adjoint``). The source is ``rhat`` itself (col0 = lo) when the net sees all
+        atoms, else a copy of its atoms' block. Built once per batch."""
+        if k not in self.derived:
+            source, col0 = self.rhat.contiguous(), lo
+            if rows is not None:
+                source, col0 = self.rhat[rows, lo:hi].contiguous(), 0
+            flat = self.emb_index[k].reshape(-1)
+            n_rows = self.emb_s[k].shape[0]
+            row_start = torch.zeros(n_rows + 1, dtype=torch.int32, device=flat.device)
+            row_start[1:] = torch.cumsum(torch.bincount(flat, minlength=n_rows), 0)
+            row_slots = torch.argsort(flat, stable=True).to(torch.int32)
+            self.derived[k] = source, col0, (row_start, row_slots)
+        return self.derived[k]
 
 
 def predict(net, batch: Batch, forces: bool = True, virial: bool = False,
-            create_graph: bool = True) -> dict:
+            create_graph: bool = True, slot_kernels: bool | None = None) -> dict:
     """Energy [B] (eV), forces [B, N, 3] (eV/Å) and virial [B, 9] (eV) of ``batch``.
 
     ``net`` is a ``DeepPotSE`` (tanh embedding nets). With ``create_graph`` the outputs
     are differentiable in the parameters (forces through the second-order structure
     described in the module docstring); otherwise the forces are not (evaluate under
-    ``torch.no_grad()``).
+    ``torch.no_grad()``). ``slot_kernels``: slot sums by the Taichi kernels reading the rows
+    (:class:`EmbeddingRows`, :class:`RowSlotGradient`; default on the CPU) or by gathered
+    slots and batched products (:class:`EmbeddingTangent`, :class:`SlotGradient`).
     """
     n_all = batch.rhat.shape[0]
     nnei = float(net.nnei)
     dtype = batch.rhat.dtype
     ntypes = net.ntypes
-    embedded = []           # per embedding net: (t_j, rows or None, G, G', r̂ of the block)
+    on_rows = batch.rhat.device.type == "cpu" if slot_kernels is None else slot_kernels
+    embedded = []    # per net: (t_j, rows, G or [G; G'], G' or None, r̂, col0, row lists, index)
     t_mat = None
     for k, emb in enumerate(net.embeddings):
         if net.type_one_side:
@@ -215,16 +325,24 @@ def predict(net, batch: Batch, forces: bool = True, virial: bool = False,
             if rows.numel() == 0:
                 continue
         lo, hi = batch.blocks[t_j]
-        r_blk = batch.rhat[:, lo:hi] if rows is None else batch.rhat[rows, lo:hi]
-        contrib, g_val, g_tan = EmbeddingTangent.apply(                        # T [rows, 4, M]
-            batch.emb_s[k], batch.emb_index[k], r_blk, _layer_kinds(emb), *layer_params(emb))
+        params = (_layer_kinds(emb), *layer_params(emb))
+        if on_rows:
+            r_blk, col0, row_lists = batch.block_inputs(k, rows, lo, hi)
+            contrib, g_val = EmbeddingRows.apply(batch.emb_s[k], batch.emb_index[k], r_blk, col0,
+                                                 row_lists, *params)           # T, [G; G']
+            g_tan = None
+        else:
+            r_blk, col0, row_lists = (batch.rhat[:, lo:hi] if rows is None
+                                      else batch.rhat[rows, lo:hi]), 0, None
+            contrib, g_val, g_tan = EmbeddingTangent.apply(                    # T [rows, 4, M]
+                batch.emb_s[k], batch.emb_index[k], r_blk, *params)
         if rows is None:
             t_mat = contrib if t_mat is None else t_mat + contrib
         else:
             if t_mat is None:
                 t_mat = torch.zeros(n_all, 4, contrib.shape[2], dtype=dtype, device=contrib.device)
             t_mat = t_mat.index_add(0, rows, contrib)
-        embedded.append((t_j, rows, g_val, g_tan, r_blk))
+        embedded.append((t_j, rows, g_val, g_tan, r_blk, col0, row_lists, batch.emb_index[k]))
     t_mat = t_mat / nnei
     if not t_mat.requires_grad:
         t_mat.requires_grad_(True)       # the fallback differentiates the fitting in Tᵀ
@@ -274,12 +392,14 @@ def predict(net, batch: Batch, forces: bool = True, virial: bool = False,
             if not forces:
                 return out
             (q,) = torch.autograd.grad(atom_e.sum(), t_mat, create_graph=create_graph)
-    qt = q.transpose(1, 2)                                                     # [A, M, 4]
     g_blocks: dict[int, torch.Tensor] = {}
-    for t_j, rows, g_val, g_tan, r_blk in embedded:
-        q_rows = qt if rows is None else qt.index_select(0, rows)
-        g_blk = SlotGradient.apply(g_val, g_tan, q_rows, r_blk)                 # [rows, Wt, 4]
-        if rows is not None:
+    for t_j, rows, g_val, g_tan, r_blk, col0, row_lists, index in embedded:
+        q_rows = q if rows is None else q.index_select(0, rows)                 # [rows, 4, M]
+        if row_lists is not None:
+            g_blk = RowSlotGradient.apply(g_val, index, q_rows, r_blk, col0, row_lists)
+        else:
+            g_blk = SlotGradient.apply(g_val, g_tan, q_rows.transpose(1, 2), r_blk)
+        if rows is not None:                                                   # [rows, Wt, 4]
             prev = g_blocks.get(t_j)
             if prev is None:
                 prev = torch.zeros(n_all, *g_blk.shape[1:], dtype=dtype, device=g_blk.device)

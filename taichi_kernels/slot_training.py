@@ -1,0 +1,139 @@
+"""Slot sums of training's fast path (tools/train/fastpath.py), read straight from the rows.
+
+Embedding net k runs once per distinct input; its rows hold G [U, M] and G' = dG/dŝ [U, M]
+(``store`` = [G; G'] flattened from [2, U, M]) and slot p = (atom a, column w) of the net's
+block reads row index[a, w]. With r̂ [A, W, 4] the slots' environment rows and
+Q = ∂E/∂T [A, 4, M]:
+
+    T[a, c, m]  = Σ_w r̂[a, w, c] G[row, m]                                  (slot_tensor)
+    g[a, w, c]  = Σ_m Q[a, c, m] G[row, m] + δ_c0 Σ_m (Σ_c' r̂[a, w, c'] Q[a, c', m]) G'[row, m]
+                                                                             (slot_gradient)
+and the adjoints, with ḡ = ∂L/∂g and T̄ = ∂L/∂T:
+
+    Q̄[a, c, m]  = Σ_w (ḡ[a, w, c] G[row, m] + ḡ[a, w, 0] r̂[a, w, c] G'[row, m])
+                                                              (slot_tensor, tangent=True)
+    Ḡ[r, m]    += Σ_{slots of r} Σ_c X[a, w, c] Y[a, c, m]        (row_adjoint: X, Y = ḡ, Q
+    Ḡ'[r, m]   += Σ_{slots of r} ḡ[a, w, 0] Σ_c r̂[a, w, c] Q[a, c, m]    or X, Y = r̂, T̄)
+
+These replace a gather of G and G' to the slots ([A, W, M] each), batched products with
+N = 4 and a scatter back — memory-bound passes over slot-sized arrays. Here every kernel
+reads the rows in place: one thread per atom (or per row), the channel loop innermost over
+contiguous values in thread-local accumulators, which the CPU compiler vectorises (the
+arrays are passed flat and indexed as base + m for that reason; see taichi_kernels.tabulate).
+The rows' adjoint visits each row's slots through a row → slots list (``row_start``
+[U + 1], ``row_slots`` [A·W] flat slot numbers a·W + w sorted by row): no atomics. CPU
+kernels (one thread holds M-long accumulators); training on a GPU keeps the torch path.
+Sums in the precision ``real`` of the arrays.
+"""
+import taichi as ti
+
+from taichi_kernels import spread
+from taichi_kernels.launch import fast_launch
+
+
+@fast_launch
+@ti.kernel
+def slot_tensor(coef: ti.types.ndarray(ndim=3), rhat: ti.types.ndarray(ndim=3), col0: ti.i32,
+                index: ti.types.ndarray(ndim=2), store: ti.types.ndarray(ndim=1),
+                n_rows: ti.i32, out: ti.types.ndarray(ndim=3), per_atom: ti.template(),
+                real: ti.template(), tangent: ti.template()):
+    """out [A, 4, M] = Σ_w r̂[a, col0 + w, c] G[index[a, w], m] (T; ``coef`` unused) or, with
+    ``tangent``, Σ_w coef[a, w, c] G[index[a, w], m] + coef[a, w, 0] r̂[a, col0 + w, c]
+    G'[index[a, w], m] (Q̄, coef = ḡ [A, W, 4]). r̂ [A, ≥ col0 + W, 4]: the net's block
+    starts at column col0; store: flat [2, n_rows, M]; per_atom = M."""
+    stride = spread(index.shape[0])
+    for idx in range(index.shape[0] * stride):
+        if idx % stride == 0:
+            a = idx // stride
+            acc = [ti.Vector.zero(real, per_atom) for _ in ti.static(range(4))]
+            for w in range(index.shape[1]):
+                base = ti.cast(index[a, w], ti.i32) * per_atom
+                if ti.static(tangent):      # one loop over m for G and G'
+                    x = [ti.cast(coef[a, w, c], real) for c in ti.static(range(4))]
+                    y = [x[0] * ti.cast(rhat[a, col0 + w, c], real) for c in ti.static(range(4))]
+                    tan = n_rows * per_atom + base
+                    for m in range(per_atom):
+                        g = store[base + m]
+                        dg = store[tan + m]
+                        for c in ti.static(range(4)):
+                            acc[c][m] += x[c] * g + y[c] * dg
+                else:
+                    x = [ti.cast(rhat[a, col0 + w, c], real) for c in ti.static(range(4))]
+                    for m in range(per_atom):
+                        g = store[base + m]
+                        for c in ti.static(range(4)):
+                            acc[c][m] += x[c] * g
+            for m in range(per_atom):
+                for c in ti.static(range(4)):
+                    out[a, c, m] = acc[c][m]
+
+
+@fast_launch
+@ti.kernel
+def slot_gradient(q: ti.types.ndarray(ndim=1), rhat: ti.types.ndarray(ndim=3), col0: ti.i32,
+                  index: ti.types.ndarray(ndim=2), store: ti.types.ndarray(ndim=1),
+                  n_rows: ti.i32, n_channels: ti.i32, g: ti.types.ndarray(ndim=3),
+                  real: ti.template()):
+    """g [A, W, 4] = Q Gᵀ + ê₀ (r̂ᵀ Q G'ᵀ) per slot (r̂ from column col0 on, as in
+    :func:`slot_tensor`); q: flat [A, 4, M], store flat [2, U, M]."""
+    for a, w in ti.ndrange(index.shape[0], index.shape[1]):
+        base = ti.cast(index[a, w], ti.i32) * n_channels
+        tan = n_rows * n_channels + base
+        qa = a * 4 * n_channels
+        r = [ti.cast(rhat[a, col0 + w, c], real) for c in ti.static(range(4))]
+        acc = ti.Vector.zero(real, 4)
+        acc_t = ti.cast(0.0, real)
+        for m in range(n_channels):
+            qm = [q[qa + c * n_channels + m] for c in ti.static(range(4))]
+            gm = store[base + m]
+            for c in ti.static(range(4)):
+                acc[c] += qm[c] * gm
+            acc_t += (qm[0] * r[0] + qm[1] * r[1] + qm[2] * r[2] + qm[3] * r[3]) * store[tan + m]
+        acc[0] += acc_t
+        for c in ti.static(range(4)):
+            g[a, w, c] = acc[c]
+
+
+@fast_launch
+@ti.kernel
+def row_adjoint(coef: ti.types.ndarray(ndim=3), rhat: ti.types.ndarray(ndim=3), col0: ti.i32,
+                y: ti.types.ndarray(ndim=1), row_start: ti.types.ndarray(ndim=1),
+                row_slots: ti.types.ndarray(ndim=1), n_rows: ti.i32, width: ti.i32,
+                out: ti.types.ndarray(ndim=1), per_row: ti.template(), real: ti.template(),
+                tangent: ti.template(), accumulate: ti.template()):
+    """The rows' adjoint into out flat [2, U, M]: Ḡ[r] = Σ_{slots of r} Σ_c r̂[a, col0 + w, c]
+    Y[a, c, :] (T̄ in Y; ``coef`` unused) or, with ``tangent``, Ḡ[r] = Σ Σ_c coef[a, w, c]
+    Y[a, c, :] and Ḡ'[r] = Σ coef[a, w, 0] Σ_c r̂[a, col0 + w, c] Y[a, c, :] (ḡ in coef, Q in
+    Y; else Ḡ' is not touched); added to out with ``accumulate``, else written (every row,
+    0 for rows without slots). y: flat [A, 4, M]; slots a·width + w; per_row = M."""
+    for r in range(n_rows):
+        base = r * per_row
+        tan = n_rows * per_row + base
+        acc = ti.Vector.zero(real, per_row)
+        acc_t = ti.Vector.zero(real, per_row)
+        if ti.static(accumulate):
+            for m in range(per_row):
+                acc[m] = out[base + m]
+                if ti.static(tangent):
+                    acc_t[m] = out[tan + m]
+        for k in range(row_start[r], row_start[r + 1]):
+            p = ti.cast(row_slots[k], ti.i32)
+            a = p // width
+            w = p - a * width
+            ya = a * 4 * per_row
+            if ti.static(tangent):          # one loop over m for Ḡ and Ḡ'
+                x = [ti.cast(coef[a, w, c], real) for c in ti.static(range(4))]
+                u = [x[0] * ti.cast(rhat[a, col0 + w, c], real) for c in ti.static(range(4))]
+                for m in range(per_row):
+                    ym = [y[ya + c * per_row + m] for c in ti.static(range(4))]
+                    acc[m] += x[0] * ym[0] + x[1] * ym[1] + x[2] * ym[2] + x[3] * ym[3]
+                    acc_t[m] += u[0] * ym[0] + u[1] * ym[1] + u[2] * ym[2] + u[3] * ym[3]
+            else:
+                x = [ti.cast(rhat[a, col0 + w, c], real) for c in ti.static(range(4))]
+                for m in range(per_row):
+                    ym = [y[ya + c * per_row + m] for c in ti.static(range(4))]
+                    acc[m] += x[0] * ym[0] + x[1] * ym[1] + x[2] * ym[2] + x[3] * ym[3]
+        for m in range(per_row):
+            out[base + m] = acc[m]
+            if ti.static(tangent):
+                out[tan + m] = acc_t[m]
