@@ -38,6 +38,12 @@ def init_taichi(device: str = "cpu", threads: int | None = None) -> str:
     return want
 
 
+def taichi_real(dtype) -> object:
+    """The Taichi float type of a torch dtype (kernels that compute in the model's precision)."""
+    import torch
+    return ti.f32 if dtype == torch.float32 else ti.f64
+
+
 def keep_freed_memory() -> None:
     """Ask glibc to keep freed blocks (up to 32 MB each) in the heap instead of returning
     them to the OS (process-wide; a no-op where there is no glibc).

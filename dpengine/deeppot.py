@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from dpengine.backend import init_taichi, keep_freed_memory
+from dpengine.backend import init_taichi, keep_freed_memory, taichi_real as _real
 from dpengine.model.embedding_tangent import embedding_tangent_passes
 from dpengine.model.fitting_sweep import (fitting_kinds, layer_params, fitting_sweeps,
                                           tanh_layer_kinds)
@@ -399,9 +399,3 @@ class DeepPotential:
                           f"model's sel ({detail}); {SEL_CAP_RULE}. "
                           "The thermo log counts such atoms in its sel_overflow column.",
                           RuntimeWarning, stacklevel=2)
-
-
-def _real(dtype: torch.dtype):
-    """The Taichi float type of a torch dtype (the slot-sum kernels compute in it)."""
-    import taichi as ti
-    return ti.f32 if dtype == torch.float32 else ti.f64

@@ -21,6 +21,12 @@ backpropagation (a non-tanh fitting net falls back to autograd's). Everything st
 exact: the result equals ``DeepPotSE.forward`` + autograd on the same parameters to
 round-off (tests hold it to that).
 
+On the CPU the sums over slots (T, g and their adjoints) are Taichi kernels that read G and
+G' from the nets' rows in place (:class:`EmbeddingRows`, :class:`RowSlotGradient`,
+:mod:`taichi_kernels.slot_training`); elsewhere the rows are gathered to the slots
+([A, W, M] copies) and contracted by batched products (:class:`EmbeddingTangent`,
+:class:`SlotGradient`). Both give the same numbers to round-off.
+
 Slots whose environment row is the padding value for every atom of a system are not
 stored; one *virtual* slot per neighbour type carries their total contribution
 (n_pad · r̂_pad ⊗ G(ŝ_pad), exact because r̂_pad and ŝ_pad are the same for all of them).
@@ -32,6 +38,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dpengine.backend import taichi_real as _real
 from dpengine.model.embedding_tangent import embedding_tangent_passes
 from dpengine.model.fitting_sweep import (_DOUBLE as _RES_DOUBLE, _EQUAL as _RES_EQUAL,
                                           fitting_kinds, layer_params, tanh_layer_kinds)
@@ -134,11 +141,6 @@ def _sweep_backward(kinds, passes, params, row_bar: torch.Tensor) -> list:
                     xbar.add_(ybar.view(2, n, 2, n_in).sum(2))
                 ybar = xbar
     return grads
-
-
-def _real(dtype: torch.dtype):
-    import taichi as ti
-    return ti.f32 if dtype == torch.float32 else ti.f64
 
 
 class EmbeddingRows(torch.autograd.Function):
