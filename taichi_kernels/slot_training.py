@@ -50,13 +50,15 @@ def slot_tensor(coef: ti.types.ndarray(ndim=3), rhat: ti.types.ndarray(ndim=3), 
                 base = ti.cast(index[a, w], ti.i32) * per_atom
                 if ti.static(tangent):      # one loop over m for G and G'
                     x = [ti.cast(coef[a, w, c], real) for c in ti.static(range(4))]
-                    y = [x[0] * ti.cast(rhat[a, col0 + w, c], real) for c in ti.static(range(4))]
-                    tan = n_rows * per_atom + base
-                    for m in range(per_atom):
-                        g = store[base + m]
-                        dg = store[tan + m]
-                        for c in ti.static(range(4)):
-                            acc[c][m] += x[c] * g + y[c] * dg
+                    if x[0] != 0 or x[1] != 0 or x[2] != 0 or x[3] != 0:   # ḡ = 0: empty
+                        y = [x[0] * ti.cast(rhat[a, col0 + w, c], real)
+                             for c in ti.static(range(4))]
+                        tan = n_rows * per_atom + base
+                        for m in range(per_atom):
+                            g = store[base + m]
+                            dg = store[tan + m]
+                            for c in ti.static(range(4)):
+                                acc[c][m] += x[c] * g + y[c] * dg
                 else:
                     x = [ti.cast(rhat[a, col0 + w, c], real) for c in ti.static(range(4))]
                     for m in range(per_atom):
@@ -123,11 +125,14 @@ def row_adjoint(coef: ti.types.ndarray(ndim=3), rhat: ti.types.ndarray(ndim=3), 
             ya = a * 4 * per_row
             if ti.static(tangent):          # one loop over m for Ḡ and Ḡ'
                 x = [ti.cast(coef[a, w, c], real) for c in ti.static(range(4))]
-                u = [x[0] * ti.cast(rhat[a, col0 + w, c], real) for c in ti.static(range(4))]
-                for m in range(per_row):
-                    ym = [y[ya + c * per_row + m] for c in ti.static(range(4))]
-                    acc[m] += x[0] * ym[0] + x[1] * ym[1] + x[2] * ym[2] + x[3] * ym[3]
-                    acc_t[m] += u[0] * ym[0] + u[1] * ym[1] + u[2] * ym[2] + u[3] * ym[3]
+                if x[0] != 0 or x[1] != 0 or x[2] != 0 or x[3] != 0:       # ḡ = 0: empty
+                    u = [x[0] * ti.cast(rhat[a, col0 + w, c], real)
+                         for c in ti.static(range(4))]
+                    for m in range(per_row):
+                        ym = [y[ya + c * per_row + m] for c in ti.static(range(4))]
+                        acc[m] += x[0] * ym[0] + x[1] * ym[1] + x[2] * ym[2] + x[3] * ym[3]
+                        acc_t[m] += (u[0] * ym[0] + u[1] * ym[1] + u[2] * ym[2]
+                                     + u[3] * ym[3])
             else:
                 x = [ti.cast(rhat[a, col0 + w, c], real) for c in ti.static(range(4))]
                 for m in range(per_row):
