@@ -49,7 +49,7 @@ class FittingWithGrad(torch.autograd.Function):
         grads = [None] * len(params)
         w_o = params[3 * L]
         n = xs[0].shape[0]
-        wgrad = [torch.zeros_like(params[3 * l]) for l in range(L)]
+        wgrad = [None] * L        # W̄_l: the first product writes it, the second adds
         idt_grad = [None] * L
         hbar_rev = [None] * L
         w_o_grad = torch.zeros_like(w_o)
@@ -59,7 +59,7 @@ class FittingWithGrad(torch.autograd.Function):
                 res, use_idt = kinds[l]
                 w, idt = params[3 * l], params[3 * l + 2]
                 dbar = torch.mm(ab, w)                      # δ̄_l
-                wgrad[l].addmm_(ab.t(), deltas[l])
+                wgrad[l] = torch.mm(ab.t(), deltas[l])
                 nxt = _res(ab, res)
                 sd = ds[l] * idt if use_idt else ds[l]
                 nxt = dbar * sd if nxt is None else torch.addcmul(nxt, dbar, sd)
@@ -85,7 +85,8 @@ class FittingWithGrad(torch.autograd.Function):
             if hbar_rev[l] is not None:
                 hbar = hbar + hbar_rev[l]
             zbar = hbar * ds[l]
-            wgrad[l].addmm_(xs[l].t(), zbar)
+            wgrad[l] = (torch.mm(xs[l].t(), zbar) if wgrad[l] is None
+                        else wgrad[l].addmm_(xs[l].t(), zbar))
             grads[3 * l], grads[3 * l + 1] = wgrad[l], zbar.sum(0)
             grads[3 * l + 2] = idt_grad[l] if use_idt else None
             skip = _res_t(xbar, res, w.shape[0])
