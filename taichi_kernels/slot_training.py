@@ -39,8 +39,8 @@ def slot_tensor(coef: ti.types.ndarray(ndim=3), rhat: ti.types.ndarray(ndim=3), 
                 real: ti.template(), tangent: ti.template()):
     """out [A, 4, M] = Σ_w r̂[a, col0 + w, c] G[index[a, w], m] (T; ``coef`` unused) or, with
     ``tangent``, Σ_w coef[a, w, c] G[index[a, w], m] + coef[a, w, 0] r̂[a, col0 + w, c]
-    G'[index[a, w], m] (Q̄, coef = ḡ [A, W, 4]). r̂ [A, ≥ col0 + W, 4]: the net's block
-    starts at column col0; store: flat [2, n_rows, M]; per_atom = M."""
+    G'[index[a, w], m] (Q̄, coef = ḡ [A, W, 4]; slots with ḡ = 0 skipped). r̂ [A, ≥ col0 + W,
+    4]: the net's block starts at column col0; store: flat [2, n_rows, M]; per_atom = M."""
     stride = spread(index.shape[0])
     for idx in range(index.shape[0] * stride):
         if idx % stride == 0:
@@ -102,22 +102,23 @@ def row_adjoint(coef: ti.types.ndarray(ndim=3), rhat: ti.types.ndarray(ndim=3), 
                 y: ti.types.ndarray(ndim=1), row_start: ti.types.ndarray(ndim=1),
                 row_slots: ti.types.ndarray(ndim=1), n_rows: ti.i32, width: ti.i32,
                 out: ti.types.ndarray(ndim=1), per_row: ti.template(), real: ti.template(),
-                tangent: ti.template(), accumulate: ti.template()):
-    """The rows' adjoint into out flat [2, U, M]: Ḡ[r] = Σ_{slots of r} Σ_c r̂[a, col0 + w, c]
-    Y[a, c, :] (T̄ in Y; ``coef`` unused) or, with ``tangent``, Ḡ[r] = Σ Σ_c coef[a, w, c]
-    Y[a, c, :] and Ḡ'[r] = Σ coef[a, w, 0] Σ_c r̂[a, col0 + w, c] Y[a, c, :] (ḡ in coef, Q in
-    Y; else Ḡ' is not touched); added to out with ``accumulate``, else written (every row,
-    0 for rows without slots). y: flat [A, 4, M]; slots a·width + w; per_row = M."""
+                tangent: ti.template()):
+    """The rows' adjoint in out flat [2, U, M] (slots a·width + w of each row r listed by
+    row_start/row_slots; y: flat [A, 4, M]; per_row = M):
+
+    - ``tangent`` False: Ḡ[r] += Σ_{slots of r} Σ_c r̂[a, col0 + w, c] Y[a, c, :] (T̄ in Y;
+      ``coef`` unused; Ḡ' untouched);
+    - ``tangent`` True: Ḡ[r] = Σ Σ_c coef[a, w, c] Y[a, c, :] and Ḡ'[r] = Σ coef[a, w, 0]
+      Σ_c r̂[a, col0 + w, c] Y[a, c, :] (ḡ in coef, Q in Y), written for every row (0 for
+      rows without slots); slots with ḡ = 0 (empty ones: ∂r̂/∂r = 0) are skipped."""
     for r in range(n_rows):
         base = r * per_row
         tan = n_rows * per_row + base
         acc = ti.Vector.zero(real, per_row)
         acc_t = ti.Vector.zero(real, per_row)
-        if ti.static(accumulate):
+        if ti.static(not tangent):
             for m in range(per_row):
                 acc[m] = out[base + m]
-                if ti.static(tangent):
-                    acc_t[m] = out[tan + m]
         for k in range(row_start[r], row_start[r + 1]):
             p = ti.cast(row_slots[k], ti.i32)
             a = p // width

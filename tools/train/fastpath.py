@@ -179,7 +179,7 @@ class EmbeddingRows(torch.autograd.Function):
         rows_bar = rows_bar.contiguous()
         n_rows, m = rows_bar.shape[1], rows_bar.shape[2]
         row_adjoint(rhat, rhat, ctx.col0, tbar.contiguous().view(-1), *ctx.row_lists, n_rows,
-                    ctx.width, rows_bar.view(-1), m, _real(rhat.dtype), False, True)
+                    ctx.width, rows_bar.view(-1), m, _real(rhat.dtype), False)
         grads = _sweep_backward(ctx.kinds, ctx.passes, params, rows_bar)
         ctx.passes = None
         return (None, None, None, None, None, None, *grads)
@@ -214,7 +214,7 @@ class RowSlotGradient(torch.autograd.Function):
         real = _real(rhat.dtype)
         rows_bar = torch.empty_like(rows)
         row_adjoint(gbar, rhat, ctx.col0, q.view(-1), *ctx.row_lists, n_rows, index.shape[1],
-                    rows_bar.view(-1), m, real, True, False)
+                    rows_bar.view(-1), m, real, True)
         q_bar = torch.empty_like(q)
         slot_tensor(gbar, rhat, ctx.col0, index, rows.view(-1), n_rows, q_bar, m, real, True)
         return rows_bar, None, q_bar, None, None, None
