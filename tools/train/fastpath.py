@@ -78,10 +78,8 @@ class EmbeddingTangent(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s, index, rhat, kinds, *params):
-        m = params[-3].shape[1]
-        rows = torch.empty(2, s.shape[0], m, dtype=s.dtype, device=s.device)   # [2, U, M]
-        passes = []
-        embedding_tangent_passes(s, kinds, params, rows, passes)
+        rows, passes = _sweep_forward(s, kinds, params)                       # [2, U, M]
+        m = rows.shape[2]
         ctx.kinds, ctx.passes, ctx.n_inputs = kinds, passes, s.shape[0]
         n_rows, width_blk = index.shape
         flat = index.reshape(-1)
@@ -104,6 +102,15 @@ class EmbeddingTangent(torch.autograd.Function):
         grads = _sweep_backward(ctx.kinds, ctx.passes, params, row_bar)
         ctx.passes = None
         return (None, None, None, None, *grads)
+
+
+def _sweep_forward(s: torch.Tensor, kinds, params) -> tuple[torch.Tensor, list]:
+    """(rows [G; G'] [2, U, M] of the embedding net at s [U], the passes' saved activations
+    for :func:`_sweep_backward`)."""
+    rows = torch.empty(2, s.shape[0], params[-3].shape[1], dtype=s.dtype, device=s.device)
+    passes = []
+    embedding_tangent_passes(s, kinds, params, rows, passes)
+    return rows, passes
 
 
 def _sweep_backward(kinds, passes, params, row_bar: torch.Tensor) -> list:
@@ -159,10 +166,8 @@ class EmbeddingRows(torch.autograd.Function):
     def forward(ctx, s, index, rhat, col0, row_lists, kinds, *params):
         from taichi_kernels.slot_training import slot_tensor
 
-        m = params[-3].shape[1]
-        rows = torch.empty(2, s.shape[0], m, dtype=s.dtype, device=s.device)   # [2, U, M]
-        passes = []
-        embedding_tangent_passes(s, kinds, params, rows, passes)
+        rows, passes = _sweep_forward(s, kinds, params)                       # [2, U, M]
+        m = rows.shape[2]
         t_mat = torch.empty(index.shape[0], 4, m, dtype=s.dtype, device=s.device)
         slot_tensor(rhat, rhat, col0, index, rows.view(-1), s.shape[0], t_mat, m,
                     _real(s.dtype), False)
@@ -289,8 +294,9 @@ class Batch:
         for ``row_adjoint``). The source is ``rhat`` itself (col0 = lo) when the net sees all
         atoms, else a copy of its atoms' block. Built once per batch."""
         if k not in self.derived:
-            source, col0 = self.rhat.contiguous(), lo
-            if rows is not None:
+            if rows is None:
+                source, col0 = self.rhat.contiguous(), lo
+            else:
                 source, col0 = self.rhat[rows, lo:hi].contiguous(), 0
             flat = self.emb_index[k].reshape(-1)
             n_rows = self.emb_s[k].shape[0]
