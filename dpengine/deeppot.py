@@ -20,7 +20,7 @@ from dpengine.model.embedding_tangent import embedding_tangent_passes
 from dpengine.model.fitting_sweep import (fitting_kinds, layer_params, fitting_sweeps,
                                           tanh_layer_kinds)
 from dpengine.model.io import eager_copy, load_network
-from dpengine.model.network import DeepPotSE, symmetric_descriptor
+from dpengine.model.network import DeepPotSE, axis_product, symmetric_descriptor
 from dpengine.potential import PotentialResult
 
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
@@ -380,9 +380,7 @@ class DeepPotential:
                 with torch.enable_grad():
                     e_t = fit(d_t).squeeze(1)
                     (a_t,) = torch.autograd.grad(e_t.sum(), d_t)
-            a = a_t.view(-1, s.shape[2], m2)
-            g_t = torch.bmm(s_t[:, :, :m2], a.transpose(1, 2))
-            g_t[:, :, :m2] += torch.bmm(s_t, a)
+            g_t = axis_product(s_t, a_t.view(-1, s.shape[2], m2))
             energy[idx] = e_t.detach() + self.net.energy_bias[t]
             grad_s.index_copy_(0, idx, g_t)
         return energy, grad_s.div_(k)

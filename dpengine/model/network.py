@@ -155,6 +155,17 @@ def symmetric_descriptor(t_mat: torch.Tensor, axis_neuron: int) -> torch.Tensor:
     return d.reshape(t_mat.shape[0], -1)
 
 
+def axis_product(t_mat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """T[:, :, :M2] Xᵀ + [T X | 0] [N, 4, M] of T [N, 4, M] and X [N, M, M2].
+
+    With X = ∂f/∂D reshaped to [M, M2], this is ∂f/∂T for D = Tᵀ T[:, :, :M2]
+    (:func:`symmetric_descriptor`): the force path's ∂E/∂T from A = ∂e/∂D, and D's adjoint."""
+    m2 = x.shape[2]
+    out = torch.bmm(t_mat[:, :, :m2], x.transpose(1, 2))
+    out[:, :, :m2] += torch.bmm(t_mat, x)
+    return out
+
+
 class DeepPotSE(nn.Module):
     """se_e2_a descriptor + per-type fitting nets: raw environment matrix → atomic energies.
 
