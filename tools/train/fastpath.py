@@ -329,22 +329,25 @@ class Batch:
     virial: torch.Tensor | None
     derived: dict = field(default_factory=dict)   # per-net kernel inputs, built on first use
 
-    def block_inputs(self, k: int, rows: torch.Tensor | None, lo: int, hi: int):
+    def block_inputs(self, k: int, rows: torch.Tensor | None, lo: int, hi: int,
+                     row_lists: bool = True):
         """The slot kernels' inputs of net k: (r̂ source [A_k, ≥ col0 + W_t, 4], col0, its
         row lists (row_start [U + 1], row_slots [A_k·W_t]) int32 — the slots of each row,
-        for ``row_adjoint``). The source is ``rhat`` itself (col0 = lo) when the net sees all
-        atoms, else a copy of its atoms' block. Built once per batch."""
+        for ``row_adjoint``, or None unless ``row_lists``: only backward passes read them).
+        The source is ``rhat`` itself (col0 = lo) when the net sees all atoms, else a copy
+        of its atoms' block. Built once per batch."""
         if k not in self.derived:
-            if rows is None:
-                source, col0 = self.rhat.contiguous(), lo
-            else:
-                source, col0 = self.rhat[rows, lo:hi].contiguous(), 0
+            source, col0 = ((self.rhat.contiguous(), lo) if rows is None
+                            else (self.rhat[rows, lo:hi].contiguous(), 0))
+            self.derived[k] = source, col0, None
+        source, col0, lists = self.derived[k]
+        if row_lists and lists is None:
             flat = self.emb_index[k].reshape(-1)
             n_rows = self.emb_s[k].shape[0]
             row_start = torch.zeros(n_rows + 1, dtype=torch.int32, device=flat.device)
             row_start[1:] = torch.cumsum(torch.bincount(flat, minlength=n_rows), 0)
-            row_slots = torch.argsort(flat, stable=True).to(torch.int32)
-            self.derived[k] = source, col0, (row_start, row_slots)
+            lists = row_start, torch.argsort(flat, stable=True).to(torch.int32)
+            self.derived[k] = source, col0, lists
         return self.derived[k]
 
 
@@ -376,7 +379,7 @@ def predict(net, batch: Batch, forces: bool = True, virial: bool = False,
         lo, hi = batch.blocks[t_j]
         params = (_layer_kinds(emb), *layer_params(emb))
         if on_rows:
-            r_blk, col0, row_lists = batch.block_inputs(k, rows, lo, hi)
+            r_blk, col0, row_lists = batch.block_inputs(k, rows, lo, hi, torch.is_grad_enabled())
             contrib, g_val = EmbeddingRows.apply(batch.emb_s[k], batch.emb_index[k], r_blk, col0,
                                                  row_lists, *params)           # T, [G; G']
             g_tan = None
@@ -442,7 +445,7 @@ def predict(net, batch: Batch, forces: bool = True, virial: bool = False,
     g_blocks: dict[int, torch.Tensor] = {}
     for t_j, rows, g_val, g_tan, r_blk, col0, row_lists, index in embedded:
         q_rows = q if rows is None else q.index_select(0, rows)                 # [rows, 4, M]
-        if row_lists is not None:
+        if on_rows:
             g_blk = RowSlotGradient.apply(g_val, index, q_rows, r_blk, col0, row_lists)
         else:
             g_blk = SlotGradient.apply(g_val, g_tan, q_rows.transpose(1, 2), r_blk)
