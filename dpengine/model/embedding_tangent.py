@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from dpengine.model.fitting_sweep import _DOUBLE, _EQUAL
+from dpengine.model.fitting_sweep import _DOUBLE, _EQUAL, tanh_from_doubled_
 
 CPU_PASS_ROWS = 4000   # embedding inputs per sweep pass on the CPU
 GPU_PASS_ROWS = 1 << 20   # embedding inputs per sweep pass on a GPU
@@ -62,7 +62,7 @@ def embedding_tangent(s: torch.Tensor, kinds, params, saved: list | None = None,
             torch.addmm(b, x[0], w, beta=2.0, alpha=2.0, out=z[0])              # 2z
             torch.mm(x[1], w, out=z[1])                                          # ż
             z, zt = z[0], z[1]
-        h = torch.sigmoid_(z).mul_(2.0).sub_(1.0)                                # tanh z
+        h = tanh_from_doubled_(z)                                                # tanh z
         d = torch.addcmul(torch.ones((), **opts), h, h, value=-1.0, out=new(f"d{l}", n, width))
         y = out if l == last and out is not None else new(f"y{l}", 2, n, width)
         if use_idt:

@@ -18,6 +18,13 @@ import torch
 _NONE, _EQUAL, _DOUBLE = 0, 1, 2
 
 
+def tanh_from_doubled_(z2: torch.Tensor) -> torch.Tensor:
+    """tanh z in place from z2 = 2z, as 2σ(2z) − 1: in float64 on the CPU about half the
+    cost of torch.tanh, equal to round-off; the affine step is one pass."""
+    minus_one = torch.full((), -1.0, dtype=z2.dtype, device=z2.device)
+    return torch.add(minus_one, torch.sigmoid_(z2), alpha=2.0, out=z2)
+
+
 def tanh_layer_kinds(layers) -> tuple[tuple[int, bool], ...] | None:
     """(residual kind, uses idt) of each layer, or None if one of them is not a tanh layer."""
     kinds = []
@@ -77,7 +84,7 @@ def fitting_sweeps(d: torch.Tensor, kinds, *params):
     xs, hs, ds = [d], [], []
     for l, (res, use_idt) in enumerate(kinds):
         w, b, idt = params[3 * l: 3 * l + 3]
-        h = torch.addmm(b, x, w, beta=2.0, alpha=2.0).sigmoid_().mul_(2.0).sub_(1.0)
+        h = tanh_from_doubled_(torch.addmm(b, x, w, beta=2.0, alpha=2.0))
         dd = torch.addcmul(torch.ones((), dtype=h.dtype, device=h.device), h, h, value=-1.0)
         y = h * idt if use_idt else h
         skip = _res(x, res)
