@@ -18,9 +18,9 @@ weight matrix), and the fitting net returns A with e (:class:`.fitting.FittingWi
 both Functions differentiate themselves by hand — the second-order part of the force
 loss — so one ordinary backward pass gives the parameter gradients, with no double
 backpropagation (a non-tanh fitting net falls back to autograd's). D and Q, products of
-4-row matrices, have hand-written adjoints too (:class:`Descriptor`, :class:`AxisProduct`). Everything stays
-exact: the result equals ``DeepPotSE.forward`` + autograd on the same parameters to
-round-off (tests hold it to that).
+4-row matrices, have hand-written adjoints too (:class:`Descriptor`, :class:`AxisProduct`).
+Everything stays exact: the result equals ``DeepPotSE.forward`` + autograd on the same
+parameters to round-off (tests hold it to that).
 
 On the CPU the sums over slots (T, g and their adjoints) are Taichi kernels that read G and
 G' from the nets' rows in place (:class:`EmbeddingRows`, :class:`RowSlotGradient`,
