@@ -8,11 +8,16 @@ argument's value) goes through Taichi as usual, which compiles the kernel; later
 that signature set the arguments on the compiled kernel directly (pointer, byte size and
 shape of each tensor; the scalars) and launch it. Same kernel, same arguments, same results.
 
+Arrays of vector elements (``ti.types.ndarray(dtype=ti.types.vector(n, real))``) take a
+tensor whose last dimension is n, as Taichi's launch does; the kernel then sees the shape
+without it.
+
 Taichi's own path is taken whenever this one does not apply: a keyword argument, a
 non-tensor array (numpy, Taichi ndarray), a non-contiguous tensor or one that requires grad,
-a tensor on another device than Taichi's architecture, a kernel that returns a value or
-prints, an argument type other than scalars, templates and scalar-element ndarrays, or a
-Taichi without these internals. A new Taichi runtime (``ti.init`` again) drops what was
+a tensor on another device than Taichi's architecture or whose trailing dimensions are not
+its array's element shape, a kernel that returns a value or prints, an argument type other
+than scalars, templates, scalar- and vector-element ndarrays, or a Taichi without these
+internals. A new Taichi runtime (``ti.init`` again) drops what was
 cached.
 """
 from __future__ import annotations
@@ -21,26 +26,32 @@ import functools
 
 import torch
 from taichi.lang import impl
+from taichi.lang.matrix import VectorType
 from taichi.types import ndarray_type, primitive_types
 from taichi.types.annotations import template
 
 _TEMPLATE, _ARRAY, _FLOAT, _INT, _UINT = range(5)
 
 
-def _argument_kinds(kernel) -> tuple[int, ...] | None:
-    """The launch kind of each argument of a ``@ti.kernel``, or None where the direct launch
-    does not apply to the kernel at all."""
+def _argument_kinds(kernel) -> tuple[tuple[int, ...], tuple[tuple, ...]] | None:
+    """(the launch kind of each argument of a ``@ti.kernel``, the element shape of each, ()
+    but for arrays of vectors), or None where the direct launch does not apply to the kernel
+    at all."""
     primal = getattr(kernel, "_primal", None)
     if primal is None or primal.return_type is not None:
         return None
-    kinds = []
+    kinds, element_shapes = [], []
     for argument in primal.arguments:
         ann = argument.annotation
+        element_shape = ()
         if isinstance(ann, template):
             kinds.append(_TEMPLATE)
         elif isinstance(ann, ndarray_type.NdarrayType):
-            if ann.dtype is not None and id(ann.dtype) not in primitive_types.type_ids:
-                return None                      # vector/matrix elements: shapes differ
+            if isinstance(ann.dtype, VectorType) and id(ann.dtype.dtype) in \
+                    primitive_types.type_ids:
+                element_shape = tuple(ann.dtype.get_shape())
+            elif ann.dtype is not None and id(ann.dtype) not in primitive_types.type_ids:
+                return None                      # matrix or struct elements
             kinds.append(_ARRAY)
         elif id(ann) in primitive_types.real_type_ids:
             kinds.append(_FLOAT)
@@ -49,16 +60,18 @@ def _argument_kinds(kernel) -> tuple[int, ...] | None:
                                           primitive_types.u32, primitive_types.u64) else _INT)
         else:
             return None
-    return tuple(kinds)
+        element_shapes.append(element_shape)
+    return tuple(kinds), tuple(element_shapes)
 
 
 class _Launcher:
     """Callable in place of a ``@ti.kernel`` (see the module docstring)."""
 
-    def __init__(self, kernel, kinds: tuple[int, ...]):
+    def __init__(self, kernel, kinds: tuple[int, ...], element_shapes: tuple[tuple, ...]):
         self._kernel = kernel
         self._primal = kernel._primal
         self._kinds = kinds
+        self._element_shapes = element_shapes
         self._runtime_token = None
         self._plans: dict[tuple, tuple | None] = {}
         functools.update_wrapper(self, kernel)
@@ -72,10 +85,11 @@ class _Launcher:
             self._plans.clear()
             self._runtime_token = token
         signature = []
-        for kind, value in zip(self._kinds, args):
+        for kind, element_shape, value in zip(self._kinds, self._element_shapes, args):
             if kind == _ARRAY:
                 if (not isinstance(value, torch.Tensor) or value.requires_grad
-                        or not value.is_contiguous()):
+                        or not value.is_contiguous() or (element_shape and tuple(
+                            value.shape[value.dim() - len(element_shape):]) != element_shape)):
                     return self._kernel(*args)
                 signature.append((value.dtype, value.dim(), value.device))
             elif kind == _TEMPLATE:
@@ -94,11 +108,12 @@ class _Launcher:
         t_kernel, compiled = plan
         ctx = t_kernel.make_launch_context()
         index = 0
-        for kind, value in zip(self._kinds, args):
-            if kind == _ARRAY:
+        for kind, element_shape, value in zip(self._kinds, self._element_shapes, args):
+            if kind == _ARRAY:      # the shape without the element's dimensions, as Taichi's
+                shape = tuple(value.shape[:value.dim() - len(element_shape)])
                 ctx.set_arg_external_array_with_shape((index,), value.data_ptr(),
                                                       value.element_size() * value.numel(),
-                                                      tuple(value.shape), 0)
+                                                      shape, 0)
             elif kind == _FLOAT:
                 ctx.set_arg_float((index,), float(value))
             elif kind == _INT:
@@ -134,4 +149,4 @@ def fast_launch(kernel):
     """Wrap a ``@ti.kernel`` (put ``@fast_launch`` above it) for the direct launch; the
     kernel itself is returned where that cannot apply."""
     kinds = _argument_kinds(kernel)
-    return kernel if kinds is None else _Launcher(kernel, kinds)
+    return kernel if kinds is None else _Launcher(kernel, *kinds)

@@ -29,6 +29,17 @@ def _scaled_sum(x: ti.types.ndarray(ndim=2), w: ti.types.ndarray(ndim=1), scale:
         out[i] = scale * acc + offset
 
 
+@fast_launch
+@ti.kernel
+def _paired_sum(x: ti.types.ndarray(dtype=ti.types.vector(2, ti.f64), ndim=2),
+                out: ti.types.ndarray(dtype=ti.types.vector(2, ti.f64), ndim=1)):
+    for i in range(x.shape[0]):            # x [rows, k] of 2-vectors: its shape without the 2
+        acc = ti.Vector.zero(ti.f64, 2)
+        for j in range(x.shape[1]):
+            acc += x[i, j] * (j + 1)
+        out[i] = acc
+
+
 def _expected(x, w, scale, offset, square):
     v = x * w
     return scale * (v * v if square else v).sum(1) + offset
@@ -91,3 +102,20 @@ def test_a_new_taichi_runtime_drops_the_cached_launch(tmp_path):
                           timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("ok")
+
+
+def test_vector_element_arrays():
+    """Arrays of 2-vectors: the kernel sees the tensor's shape without its last dimension, by
+    either launch; a tensor whose last dimension is not 2 gets Taichi's own error."""
+    assert isinstance(_paired_sum, _Launcher)
+    rng = np.random.default_rng(5)
+    for rows, k in ((4, 3), (6, 5)):
+        x = torch.tensor(rng.normal(size=(rows, k, 2)))
+        out = torch.zeros(rows, 2, dtype=torch.float64)
+        _paired_sum(x, out)                              # Taichi's launch, then the direct one
+        _paired_sum(x, out)
+        expected = (x * torch.arange(1, k + 1, dtype=torch.float64)[:, None]).sum(1)
+        torch.testing.assert_close(out, expected, rtol=1e-15, atol=0)
+    assert len(_paired_sum._plans) == 1 and None not in _paired_sum._plans.values()
+    with pytest.raises(Exception):
+        _paired_sum(torch.zeros(4, 3, 3, dtype=torch.float64), torch.zeros(4, 3, dtype=torch.float64))

@@ -197,24 +197,27 @@ def shuffled_system(src: Path, dst: Path, seed: int = 5) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("fit_act, shuffled, one_side, slot_kernels", [
-    ("tanh", False, False, True), ("tanh", False, False, False), ("gelu", False, False, True),
-    ("tanh", True, False, True), ("tanh", False, True, True), ("tanh", False, True, False)])
+@pytest.mark.parametrize("fit_act, shuffled, one_side, slot_kernels, channels", [
+    ("tanh", False, False, True, 12), ("tanh", False, False, False, 12),
+    ("gelu", False, False, True, 12), ("tanh", True, False, True, 12),
+    ("tanh", False, True, True, 12), ("tanh", False, True, False, 12),
+    ("tanh", False, False, True, 10), ("tanh", False, True, True, 9)])
 def test_fast_path_matches_autograd(small_data, tmp_path, fit_act, shuffled, one_side,
-                                    slot_kernels):
+                                    slot_kernels, channels):
     """Energies, forces, virial and the gradients of a force+energy+virial loss of the fast
     path equal plain autograd (double backpropagation) through DeepPotSE, for two-side
     (a harder case than the water example) and one-side models with resnet_dt; the slot
     sums by the Taichi kernels reading the rows and by gathered slots (torch); a gelu
     fitting net takes the autograd fallback for the fitting part; atoms not sorted by type
-    take the scatter path of the fitting's per-type results."""
+    take the scatter path of the fitting's per-type results; M = 12, 10 and 9 channels (the
+    slot kernels' vectors of 4, 2 and 1 channels)."""
     from dpengine.model.reference import evaluate_reference
     from dpengine_tools.train.features import EnvironmentProvider, GeometryCache
     from dpengine_tools.train.fastpath import predict
     from dpengine_tools.train.model import build_network, init_parameters
     tmp, train, _ = small_data
     model = parse_config({"model": {"type_map": ["O", "H"], "descriptor": {
-        "rcut": 4.0, "sel": [16, 32], "neuron": [3, 6, 12], "axis_neuron": 3,
+        "rcut": 4.0, "sel": [16, 32], "neuron": [3, 6, channels], "axis_neuron": 3,
         "type_one_side": one_side, "resnet_dt": True},
         "fitting": {"neuron": [8, 8], "activation": fit_act}},
         "data": {"train": [str(train[0])]}, "training": {"steps": 1}}, "t", tmp)["model"]
