@@ -100,6 +100,11 @@ def slot_gradient(q: ti.types.ndarray(ndim=1), rhat: ti.types.ndarray(ndim=3), c
             g[a, w, c] = acc[c]
 
 
+def _lanes(channels: int) -> int:
+    """Channels per vector read: 4, else 2 or 1, whichever divides ``channels``."""
+    return 4 if channels % 4 == 0 else 2 if channels % 2 == 0 else 1
+
+
 def row_adjoint(coef, rhat, col0: int, y, row_start, row_slots, n_rows: int, width: int, out,
                 per_row: int, real, tangent: bool) -> None:
     """The rows' adjoint in out flat [2, U, M] (slots a·width + w of each row r listed by
@@ -114,7 +119,7 @@ def row_adjoint(coef, rhat, col0: int, y, row_start, row_slots, n_rows: int, wid
     Y and the rows are read as vectors of ``lanes`` channels (4, else 2 or 1, whichever
     divides M): the compiler turns the four loads of a vector into one wide load, which it
     does not for scalar loads at four computed offsets (those stay scalar; 2× slower here)."""
-    lanes = 4 if per_row % 4 == 0 else 2 if per_row % 2 == 0 else 1
+    lanes = _lanes(per_row)
     _row_adjoint_kernel(lanes, real)(coef, rhat, col0, y.view(-1, lanes), row_start, row_slots,
                                      n_rows, width, out.view(-1, lanes), per_row // lanes,
                                      tangent)
