@@ -17,8 +17,7 @@ non-tensor array (numpy, Taichi ndarray), a non-contiguous tensor or one that re
 a tensor on another device than Taichi's architecture or whose trailing dimensions are not
 its array's element shape, a kernel that returns a value or prints, an argument type other
 than scalars, templates, scalar- and vector-element ndarrays, or a Taichi without these
-internals. A new Taichi runtime (``ti.init`` again) drops what was
-cached.
+internals. A new Taichi runtime (``ti.init`` again) drops what was cached.
 """
 from __future__ import annotations
 

@@ -125,6 +125,12 @@ def row_adjoint(coef, rhat, col0: int, y, row_start, row_slots, n_rows: int, wid
                                      tangent)
 
 
+@ti.func
+def _combination(x: ti.template(), y: ti.template()):
+    """Σ_c x[c] y[c] of four scalars x and four vectors y."""
+    return x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3]
+
+
 @functools.cache
 def _row_adjoint_kernel(lanes: int, real):
     """:func:`row_adjoint` for vectors of ``lanes`` channels of type ``real``."""
@@ -156,13 +162,13 @@ def _row_adjoint_kernel(lanes: int, real):
                              for c in ti.static(range(4))]
                         for q in range(groups):
                             yq = [y[ya + c * groups + q] for c in ti.static(range(4))]
-                            acc[q, :] += x[0] * yq[0] + x[1] * yq[1] + x[2] * yq[2] + x[3] * yq[3]
-                            acc_t[q, :] += u[0] * yq[0] + u[1] * yq[1] + u[2] * yq[2] + u[3] * yq[3]
+                            acc[q, :] += _combination(x, yq)
+                            acc_t[q, :] += _combination(u, yq)
                 else:
                     x = [ti.cast(rhat[a, col0 + w, c], real) for c in ti.static(range(4))]
                     for q in range(groups):
                         yq = [y[ya + c * groups + q] for c in ti.static(range(4))]
-                        acc[q, :] += x[0] * yq[0] + x[1] * yq[1] + x[2] * yq[2] + x[3] * yq[3]
+                        acc[q, :] += _combination(x, yq)
             for q in range(groups):
                 out[base + q] = acc[q, :]
                 if ti.static(tangent):

@@ -118,4 +118,5 @@ def test_vector_element_arrays():
         torch.testing.assert_close(out, expected, rtol=1e-15, atol=0)
     assert len(_paired_sum._plans) == 1 and None not in _paired_sum._plans.values()
     with pytest.raises(Exception):
-        _paired_sum(torch.zeros(4, 3, 3, dtype=torch.float64), torch.zeros(4, 3, dtype=torch.float64))
+        _paired_sum(torch.zeros(4, 3, 3, dtype=torch.float64),
+                    torch.zeros(4, 3, dtype=torch.float64))
