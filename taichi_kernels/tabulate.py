@@ -172,7 +172,7 @@ def embedded_forward(env: ti.types.ndarray(ndim=3), davg: ti.types.ndarray(ndim=
                              for c in ti.static(range(4))]
                         if ti.static(stored):
                             for m in range(per_atom):
-                                g = ti.cast(values[base + m], real)
+                                g = _value(values, base, m, per_atom, t_real, real, stored)
                                 for c in ti.static(range(4)):
                                     acc[c][m] += r[c] * g
                         else:
