@@ -12,8 +12,8 @@ and the adjoints, with ḡ = ∂L/∂g and T̄ = ∂L/∂T:
 
     Q̄[a, c, m]  = Σ_w (ḡ[a, w, c] G[row, m] + ḡ[a, w, 0] r̂[a, w, c] G'[row, m])
                                                               (slot_tensor, tangent=True)
-    Ḡ[r, m]    += Σ_{slots of r} Σ_c X[a, w, c] Y[a, c, m]        (row_adjoint: X, Y = ḡ, Q
-    Ḡ'[r, m]   += Σ_{slots of r} ḡ[a, w, 0] Σ_c r̂[a, w, c] Q[a, c, m]    or X, Y = r̂, T̄)
+    Ḡ[r, m]     = Σ_{slots of r} Σ_c (ḡ[a, w, c] Q[a, c, m] + r̂[a, w, c] T̄[a, c, m])
+    Ḡ'[r, m]    = Σ_{slots of r} ḡ[a, w, 0] Σ_c r̂[a, w, c] Q[a, c, m]      (row_adjoint)
 
 These replace a gather of G and G' to the slots ([A, W, M] each), batched products with
 N = 4 and a scatter back — memory-bound passes over slot-sized arrays. Here every kernel
@@ -105,24 +105,29 @@ def _lanes(channels: int) -> int:
     return 4 if channels % 4 == 0 else 2 if channels % 2 == 0 else 1
 
 
-def row_adjoint(coef, rhat, col0: int, y, row_start, row_slots, n_rows: int, width: int, out,
-                per_row: int, real, tangent: bool) -> None:
+def row_adjoint(rhat, col0: int, row_start, row_slots, n_rows: int, width: int, out,
+                per_row: int, real, tbar=None, coef=None, q=None) -> None:
     """The rows' adjoint in out flat [2, U, M] (slots a·width + w of each row r listed by
-    row_start/row_slots; y: flat [A, 4, M]; per_row = M):
+    row_start/row_slots; per_row = M), one pass over each row's slots for both terms:
 
-    - ``tangent`` False: Ḡ[r] += Σ_{slots of r} Σ_c r̂[a, col0 + w, c] Y[a, c, :] (T̄ in Y;
-      ``coef`` unused; Ḡ' untouched);
-    - ``tangent`` True: Ḡ[r] = Σ Σ_c coef[a, w, c] Y[a, c, :] and Ḡ'[r] = Σ coef[a, w, 0]
-      Σ_c r̂[a, col0 + w, c] Y[a, c, :] (ḡ in coef, Q in Y), written for every row (0 for
-      rows without slots); slots with ḡ = 0 (empty ones: ∂r̂/∂r = 0) are skipped.
+        Ḡ[r]  = Σ_{slots of r} (Σ_c r̂[a, col0 + w, c] T̄[a, c, :] + Σ_c ḡ[a, w, c] Q[a, c, :])
+        Ḡ'[r] = Σ_{slots of r} ḡ[a, w, 0] Σ_c r̂[a, col0 + w, c] Q[a, c, :]
 
-    Y and the rows are read as vectors of ``lanes`` channels (4, else 2 or 1, whichever
-    divides M): the compiler turns the four loads of a vector into one wide load, which it
-    does not for scalar loads at four computed offsets (those stay scalar; 2× slower here)."""
+    with T̄ = ``tbar`` and ḡ, Q = ``coef``, ``q`` (flat [A, 4, M]; either term is left out
+    when its arrays are None). Every row is written (0 for rows without slots). In the Q
+    term, slots with ḡ = 0 (empty ones: ∂r̂/∂r = 0) are skipped.
+
+    T̄ and Q are read as vectors of ``lanes`` channels (4, else 2 or 1, whichever divides
+    M): the compiler turns the four loads of a vector into one wide load, which it does not
+    for scalar loads at four computed offsets (those stay scalar; 2× slower here)."""
     lanes = _lanes(per_row)
-    _row_adjoint_kernel(lanes, real)(coef, rhat, col0, y.view(-1, lanes), row_start, row_slots,
-                                     n_rows, width, out.view(-1, lanes), per_row // lanes,
-                                     tangent)
+    if tbar is None and q is None:
+        raise ValueError("row_adjoint needs tbar, or coef and q")
+    some = (tbar if q is None else q).view(-1, lanes)
+    _row_adjoint_kernel(lanes, real)(
+        rhat if coef is None else coef, rhat, col0, some if q is None else q.view(-1, lanes),
+        some if tbar is None else tbar.view(-1, lanes), row_start, row_slots, n_rows, width,
+        out.view(-1, lanes), per_row // lanes, q is not None, tbar is not None)
 
 
 @ti.func
@@ -139,39 +144,41 @@ def _row_adjoint_kernel(lanes: int, real):
     @fast_launch
     @ti.kernel
     def kernel(coef: ti.types.ndarray(ndim=3), rhat: ti.types.ndarray(ndim=3), col0: ti.i32,
-               y: ti.types.ndarray(dtype=channels, ndim=1), row_start: ti.types.ndarray(ndim=1),
-               row_slots: ti.types.ndarray(ndim=1), n_rows: ti.i32, width: ti.i32,
-               out: ti.types.ndarray(dtype=channels, ndim=1), groups: ti.template(),
-               tangent: ti.template()):
+               q: ti.types.ndarray(dtype=channels, ndim=1),
+               tbar: ti.types.ndarray(dtype=channels, ndim=1),
+               row_start: ti.types.ndarray(ndim=1), row_slots: ti.types.ndarray(ndim=1),
+               n_rows: ti.i32, width: ti.i32, out: ti.types.ndarray(dtype=channels, ndim=1),
+               groups: ti.template(), with_q: ti.template(), with_t: ti.template()):
         for r in range(n_rows):
             base = r * groups
+            tan = n_rows * groups + base
             acc = ti.Matrix.zero(real, groups, lanes)
             acc_t = ti.Matrix.zero(real, groups, lanes)
-            if ti.static(not tangent):
-                for q in range(groups):
-                    acc[q, :] = out[base + q]
             for k in range(row_start[r], row_start[r + 1]):
                 p = ti.cast(row_slots[k], ti.i32)
                 a = p // width
                 w = p - a * width
                 ya = a * 4 * groups
-                if ti.static(tangent):          # one loop over the channels for Ḡ and Ḡ'
-                    x = [ti.cast(coef[a, w, c], real) for c in ti.static(range(4))]
-                    if x[0] != 0 or x[1] != 0 or x[2] != 0 or x[3] != 0:       # ḡ = 0: empty
-                        u = [x[0] * ti.cast(rhat[a, col0 + w, c], real)
-                             for c in ti.static(range(4))]
-                        for q in range(groups):
-                            yq = [y[ya + c * groups + q] for c in ti.static(range(4))]
-                            acc[q, :] += _combination(x, yq)
-                            acc_t[q, :] += _combination(u, yq)
-                else:
-                    x = [ti.cast(rhat[a, col0 + w, c], real) for c in ti.static(range(4))]
-                    for q in range(groups):
-                        yq = [y[ya + c * groups + q] for c in ti.static(range(4))]
-                        acc[q, :] += _combination(x, yq)
-            for q in range(groups):
-                out[base + q] = acc[q, :]
-                if ti.static(tangent):
-                    out[n_rows * groups + base + q] = acc_t[q, :]
+                rh = [ti.cast(rhat[a, col0 + w, c], real) for c in ti.static(range(4))]
+                x = ti.Vector.zero(real, 4)                  # ḡ of the slot
+                if ti.static(with_q):
+                    for c in ti.static(range(4)):
+                        x[c] = ti.cast(coef[a, w, c], real)
+                if x[0] != 0 or x[1] != 0 or x[2] != 0 or x[3] != 0:   # ḡ ≠ 0: both terms
+                    u = [x[0] * rh[c] for c in ti.static(range(4))]
+                    for g in range(groups):     # one loop over the channels for Ḡ and Ḡ'
+                        qg = [q[ya + c * groups + g] for c in ti.static(range(4))]
+                        acc[g, :] += _combination(x, qg)
+                        acc_t[g, :] += _combination(u, qg)
+                        if ti.static(with_t):
+                            acc[g, :] += _combination(
+                                rh, [tbar[ya + c * groups + g] for c in ti.static(range(4))])
+                elif ti.static(with_t):
+                    for g in range(groups):
+                        acc[g, :] += _combination(
+                            rh, [tbar[ya + c * groups + g] for c in ti.static(range(4))])
+            for g in range(groups):
+                out[base + g] = acc[g, :]
+                out[tan + g] = acc_t[g, :]
 
     return kernel

@@ -159,15 +159,17 @@ class EmbeddingRows(torch.autograd.Function):
     by Taichi kernels that read the rows in place (CPU; :mod:`taichi_kernels.slot_training`).
 
     forward(s [U], index [A, W] int64, r̂ source and col0 (the slots' r̂ are
-    source[:, col0:col0 + W]; :meth:`Batch.block_inputs`), (row_start, row_slots), kinds,
-    W₁, b₁, idt₁, …): the sweep as :class:`EmbeddingTangent`, then T by
-    ``slot_tensor``. The rows feed :class:`RowSlotGradient`. backward(T̄, R̄ = [Ḡ; Ḡ'] from
-    the slot gradient): Ḡ[r] += Σ_{slots of r} r̂ T̄ (``row_adjoint``, in place on R̄, which
-    this Function alone receives), then the sweep's adjoint (:func:`_sweep_backward`).
+    source[:, col0:col0 + W]; :meth:`Batch.block_inputs`), (row_start, row_slots), link,
+    kinds, W₁, b₁, idt₁, …): the sweep as :class:`EmbeddingTangent`, then T by
+    ``slot_tensor``. The rows feed :class:`RowSlotGradient`, whose backward leaves its ḡ
+    and Q in ``link`` (a dict shared by the two). backward(T̄, R̄): the rows' adjoint
+    Ḡ = Σ_{slots of r} (r̂ T̄ + ḡ Q), Ḡ' = Σ ū Q in one pass over each row's slots
+    (``row_adjoint``; R̄ from any other consumer of the rows is added), then the
+    sweep's adjoint (:func:`_sweep_backward`).
     """
 
     @staticmethod
-    def forward(ctx, s, index, rhat, col0, row_lists, kinds, *params):
+    def forward(ctx, s, index, rhat, col0, row_lists, link, kinds, *params):
         from taichi_kernels.slot_training import slot_tensor
 
         rows, passes = _sweep_forward(s, kinds, params)                       # [2, U, M]
@@ -176,7 +178,8 @@ class EmbeddingRows(torch.autograd.Function):
         slot_tensor(rhat, rhat, col0, index, rows.view(-1), s.shape[0], t_mat, m,
                     _real(s.dtype), False)
         ctx.kinds, ctx.passes, ctx.row_lists, ctx.col0 = kinds, passes, row_lists, col0
-        ctx.width = index.shape[1]
+        ctx.width, ctx.n_rows, ctx.link = index.shape[1], s.shape[0], link
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(rhat, *params)
         return t_mat, rows
 
@@ -185,48 +188,54 @@ class EmbeddingRows(torch.autograd.Function):
         from taichi_kernels.slot_training import row_adjoint
 
         rhat, *params = ctx.saved_tensors
-        rows_bar = rows_bar.contiguous()
-        n_rows, m = rows_bar.shape[1], rows_bar.shape[2]
-        row_adjoint(rhat, rhat, ctx.col0, tbar.contiguous().view(-1), *ctx.row_lists, n_rows,
-                    ctx.width, rows_bar.view(-1), m, _real(rhat.dtype), False)
-        grads = _sweep_backward(ctx.kinds, ctx.passes, params, rows_bar)
+        gbar, q = ctx.link.pop("slot_adjoint", (None, None))         # RowSlotGradient's
+        n_rows, m = ctx.n_rows, params[-3].shape[1]
+        out = torch.empty(2, n_rows, m, dtype=rhat.dtype, device=rhat.device)
+        if tbar is not None or q is not None:
+            row_adjoint(rhat, ctx.col0, *ctx.row_lists, n_rows, ctx.width, out.view(-1), m,
+                        _real(rhat.dtype), tbar=None if tbar is None else tbar.contiguous(),
+                        coef=gbar, q=q)
+        else:
+            out.zero_()
+        if rows_bar is not None:        # from a consumer of the rows other than RowSlotGradient
+            out += rows_bar
+        grads = _sweep_backward(ctx.kinds, ctx.passes, params, out)
         ctx.passes = None
-        return (None, None, None, None, None, None, *grads)
+        return (None, None, None, None, None, None, None, *grads)
 
 
 class RowSlotGradient(torch.autograd.Function):
     """g = Q Gᵀ + ê₀ (r̂ᵀ Q G'ᵀ) per slot [A, W, 4] (times K), read from the rows [2, U, M]
-    (Taichi ``slot_gradient``); Q = ∂E/∂T [A, 4, M]. backward(ḡ) with ū = ḡ₀ r̂:
-    R̄ = [Σ_{slots of r} ḡ Q; Σ ū Q] (``row_adjoint``), Q̄ = Σ_w (ḡ G + ū G') (``slot_tensor``).
+    of an :class:`EmbeddingRows` (Taichi ``slot_gradient``); Q = ∂E/∂T [A, 4, M].
+    backward(ḡ): Q̄ = Σ_w (ḡ G + ū G') (``slot_tensor``, ū = ḡ₀ r̂); the rows' adjoint
+    R̄ = [Σ_{slots of r} ḡ Q; Σ ū Q] is left to :class:`EmbeddingRows`'s backward (ḡ and Q
+    put in ``link``), which sums it with its own term in the same pass over the slots.
     As :class:`SlotGradient`, without the slots' copies of G and G'."""
 
     @staticmethod
-    def forward(ctx, rows, index, q, rhat, col0, row_lists):
+    def forward(ctx, rows, index, q, rhat, col0, link):
         from taichi_kernels.slot_training import slot_gradient
 
         q, rows = q.detach().contiguous(), rows.detach()
         g = torch.empty(*index.shape, 4, dtype=rhat.dtype, device=rhat.device)
         slot_gradient(q.view(-1), rhat, col0, index, rows.view(-1), rows.shape[1], rows.shape[2],
                       g, _real(rhat.dtype))
-        ctx.row_lists, ctx.col0 = row_lists, col0
+        ctx.col0, ctx.link = col0, link
         ctx.save_for_backward(rows, index, q, rhat)
         return g
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gbar):
-        from taichi_kernels.slot_training import row_adjoint, slot_tensor
+        from taichi_kernels.slot_training import slot_tensor
 
         rows, index, q, rhat = (x.detach() for x in ctx.saved_tensors)
         gbar = gbar.contiguous()
-        n_rows, m = rows.shape[1], rows.shape[2]
-        real = _real(rhat.dtype)
-        rows_bar = torch.empty_like(rows)
-        row_adjoint(gbar, rhat, ctx.col0, q.view(-1), *ctx.row_lists, n_rows, index.shape[1],
-                    rows_bar.view(-1), m, real, True)
+        ctx.link["slot_adjoint"] = gbar, q
         q_bar = torch.empty_like(q)
-        slot_tensor(gbar, rhat, ctx.col0, index, rows.view(-1), n_rows, q_bar, m, real, True)
-        return rows_bar, None, q_bar, None, None, None
+        slot_tensor(gbar, rhat, ctx.col0, index, rows.view(-1), rows.shape[1], q_bar,
+                    rows.shape[2], _real(rhat.dtype), True)
+        return None, None, q_bar, None, None, None
 
 
 class SlotGradient(torch.autograd.Function):
@@ -368,7 +377,7 @@ def predict(net, batch: Batch, forces: bool = True, virial: bool = False,
     dtype = batch.rhat.dtype
     ntypes = net.ntypes
     on_rows = batch.rhat.device.type == "cpu" if slot_kernels is None else slot_kernels
-    embedded = []    # per net: (t_j, rows, G or [G; G'], G' or None, r̂, col0, row lists, index)
+    embedded = []    # per net: (t_j, rows, G or [G; G'], G' or None, r̂, col0, link, index)
     t_mat = None
     for k, emb in enumerate(net.embeddings):
         if net.type_one_side:
@@ -381,12 +390,13 @@ def predict(net, batch: Batch, forces: bool = True, virial: bool = False,
         params = (_layer_kinds(emb), *layer_params(emb))
         if on_rows:
             r_blk, col0, row_lists = batch.block_inputs(k, rows, lo, hi, torch.is_grad_enabled())
+            link = {}                                  # RowSlotGradient → EmbeddingRows
             contrib, g_val = EmbeddingRows.apply(batch.emb_s[k], batch.emb_index[k], r_blk, col0,
-                                                 row_lists, *params)           # T, [G; G']
+                                                 row_lists, link, *params)     # T, [G; G']
             g_tan = None
         else:
-            r_blk, col0, row_lists = (batch.rhat[:, lo:hi] if rows is None
-                                      else batch.rhat[rows, lo:hi]), 0, None
+            r_blk, col0, link = (batch.rhat[:, lo:hi] if rows is None
+                                 else batch.rhat[rows, lo:hi]), 0, None
             contrib, g_val, g_tan = EmbeddingTangent.apply(                    # T [rows, 4, M]
                 batch.emb_s[k], batch.emb_index[k], r_blk, *params)
         if rows is None:
@@ -395,7 +405,7 @@ def predict(net, batch: Batch, forces: bool = True, virial: bool = False,
             if t_mat is None:
                 t_mat = torch.zeros(n_all, 4, contrib.shape[2], dtype=dtype, device=contrib.device)
             t_mat = t_mat.index_add(0, rows, contrib)
-        embedded.append((t_j, rows, g_val, g_tan, r_blk, col0, row_lists, batch.emb_index[k]))
+        embedded.append((t_j, rows, g_val, g_tan, r_blk, col0, link, batch.emb_index[k]))
     t_mat = t_mat / nnei
     if not t_mat.requires_grad:
         t_mat.requires_grad_(True)       # the fallback differentiates the fitting in Tᵀ
@@ -444,10 +454,10 @@ def predict(net, batch: Batch, forces: bool = True, virial: bool = False,
                 return out
             (q,) = torch.autograd.grad(atom_e.sum(), t_mat, create_graph=create_graph)
     g_blocks: dict[int, torch.Tensor] = {}
-    for t_j, rows, g_val, g_tan, r_blk, col0, row_lists, index in embedded:
+    for t_j, rows, g_val, g_tan, r_blk, col0, link, index in embedded:
         q_rows = q if rows is None else q.index_select(0, rows)                 # [rows, 4, M]
         if on_rows:
-            g_blk = RowSlotGradient.apply(g_val, index, q_rows, r_blk, col0, row_lists)
+            g_blk = RowSlotGradient.apply(g_val, index, q_rows, r_blk, col0, link)
         else:
             g_blk = SlotGradient.apply(g_val, g_tan, q_rows.transpose(1, 2), r_blk)
         if rows is not None:                                                   # [rows, Wt, 4]
