@@ -123,10 +123,12 @@ def row_adjoint(rhat, col0: int, row_start, row_slots, n_rows: int, width: int, 
     lanes = _lanes(per_row)
     if tbar is None and q is None:
         raise ValueError("row_adjoint needs tbar, or coef and q")
-    some = (tbar if q is None else q).view(-1, lanes)
+    q_vec = None if q is None else q.view(-1, lanes)
+    t_vec = None if tbar is None else tbar.view(-1, lanes)
+    # a left-out term's arrays are not read: the other term's stand in for them
     _row_adjoint_kernel(lanes, real)(
-        rhat if coef is None else coef, rhat, col0, some if q is None else q.view(-1, lanes),
-        some if tbar is None else tbar.view(-1, lanes), row_start, row_slots, n_rows, width,
+        rhat if coef is None else coef, rhat, col0, t_vec if q_vec is None else q_vec,
+        q_vec if t_vec is None else t_vec, row_start, row_slots, n_rows, width,
         out.view(-1, lanes), per_row // lanes, q is not None, tbar is not None)
 
 
