@@ -21,6 +21,13 @@ if not OMP_WAIT_POLICY_FROM_USER:
 # analyses, piped tables). ENABLE_TAICHI_HEADER_PRINT=1 brings it back.
 os.environ.setdefault("ENABLE_TAICHI_HEADER_PRINT", "False")
 
+# MKL (torch's BLAS) runs its AVX-512 kernels on AMD CPUs that have AVX-512 only if told the
+# CPU is Intel's; done here, before torch is imported (dpengine/mkl_dispatch.py;
+# DPENGINE_MKL_AVX512=0 keeps MKL's own choice).
+from dpengine import mkl_dispatch as _mkl_dispatch  # noqa: E402
+
+MKL_AVX512_ON_AMD = _mkl_dispatch.enable()
+
 __version__ = "0.1.0"
 __all__ = ["load_model", "__version__"]
 

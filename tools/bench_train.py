@@ -29,6 +29,11 @@ By default the two programs run at the same time (each with ``--threads`` thread
 that they share whatever load the machine has; ``--sequential`` runs one after the other.
 ``--repeats N`` repeats part 1 N times (with ``--sequential`` the order alternates, so that
 a drift of the machine's speed does not favour one program) and reports the medians.
+On an AMD CPU with AVX-512, dpengine runs MKL's AVX-512 kernels and DeePMD-kit, as
+installed, MKL's AVX2 ones (dpengine/mkl_dispatch.py); ``--deepmd-mkl-avx512`` gives
+DeePMD-kit the same kernels (dpengine's vendor-check library preloaded), and
+``DPENGINE_MKL_AVX512=0`` in the environment takes them from dpengine: the two comparisons
+with equal kernels. Which kernels each used is printed and recorded.
 Results: printed, and written to WORKDIR/bench_train.json.
 """
 from __future__ import annotations
@@ -43,6 +48,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from dpengine import mkl_dispatch
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "inputs" / "water" / "data"
@@ -70,8 +77,10 @@ def dpengine_input(steps: int, disp: int, threads: int) -> str:
     return text + f"threads = {threads}\n"
 
 
-def _env(threads: int) -> dict:
+def _env(threads: int, preload: Path | None = None) -> dict:
     env = dict(os.environ)
+    if preload is not None:
+        env["LD_PRELOAD"] = " ".join(filter(None, [str(preload), env.get("LD_PRELOAD")]))
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                DP_INTRA_OP_PARALLELISM_THREADS=str(threads), DP_INTER_OP_PARALLELISM_THREADS="1",
                DPENGINE_THREADS=str(threads), PYTHONUNBUFFERED="1")
@@ -82,12 +91,13 @@ class Monitored:
     """A training process whose output lines are time-stamped as they arrive and whose CPU
     time (user + system, all threads) is sampled from /proc every 0.25 s."""
 
-    def __init__(self, name: str, argv: list[str], work: Path, threads: int, step_re: str):
+    def __init__(self, name: str, argv: list[str], work: Path, threads: int, step_re: str,
+                 preload: Path | None = None):
         self.name, self.work, self.step_re = name, work, re.compile(step_re)
         self.lines: list[tuple[float, str]] = []
         self.cpu: list[tuple[float, float]] = []
         self.log = open(work / "train.log", "w")
-        self.proc = subprocess.Popen(argv, cwd=work, env=_env(threads), stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(argv, cwd=work, env=_env(threads, preload), stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, bufsize=1)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._sampler = threading.Thread(target=self._sample, daemon=True)
@@ -127,12 +137,14 @@ class Monitored:
         return out
 
 
-def start_deepmd(venv: Path, work: Path, steps: int, disp: int, threads: int) -> Monitored:
+def start_deepmd(venv: Path, work: Path, steps: int, disp: int, threads: int,
+                 mkl_avx512: bool = False) -> Monitored:
     work.mkdir(parents=True, exist_ok=True)
     (work / "input.json").write_text(json.dumps(deepmd_input(steps, disp), indent=1))
     return Monitored("DeePMD-kit", [str(venv / "bin" / "dp"), "--pt", "train", "input.json",
                                     "--skip-neighbor-stat"], work, threads,
-                     r"Batch\s+(\d+): total wall time")
+                     r"Batch\s+(\d+): total wall time",
+                     preload=mkl_dispatch.library_path() if mkl_avx512 else None)
 
 
 def start_dpengine(work: Path, steps: int, disp: int, threads: int) -> Monitored:
@@ -222,7 +234,7 @@ def run_pair(args, tag: str, steps_dp: int, steps_dpe: int, disp_dp: int, disp_d
     ``dpengine_first``); returns their folders and the timing of their training loops."""
     work = args.workdir / tag
     makers = [lambda: start_deepmd(args.deepmd_venv, work / "deepmd", steps_dp, disp_dp,
-                                   args.threads),
+                                   args.threads, args.deepmd_mkl_avx512),
               lambda: start_dpengine(work / "dpengine", steps_dpe, disp_dpe, args.threads)]
     if dpengine_first:
         makers.reverse()
@@ -238,6 +250,14 @@ def run_pair(args, tag: str, steps_dp: int, steps_dpe: int, disp_dp: int, disp_d
     return work / "deepmd", work / "dpengine", rates(jobs)
 
 
+def _dpengine_mkl_avx512() -> bool:
+    """Whether a dpengine process started here runs MKL's AVX-512 kernels (AMD CPUs)."""
+    code = "import dpengine; print(dpengine.MKL_AVX512_ON_AMD)"
+    out = subprocess.run([sys.executable, "-c", code], env=_env(1), capture_output=True,
+                         text=True, check=True).stdout
+    return out.strip().endswith("True")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--deepmd-venv", type=Path, default=Path("/tmp/venv-deepmd"))
@@ -250,14 +270,27 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=1,
                         help="rounds of the speed measurement (medians reported; with "
                              "--sequential the order alternates between rounds)")
+    parser.add_argument("--deepmd-mkl-avx512", action="store_true",
+                        help="preload dpengine's MKL vendor-check library into DeePMD-kit too "
+                             "(dpengine/mkl_dispatch.py), so that both run MKL's AVX-512 "
+                             "kernels on an AMD CPU")
     args = parser.parse_args(argv)
+    if args.deepmd_mkl_avx512 and mkl_dispatch.library_path() is None:
+        print("--deepmd-mkl-avx512: dpengine/_mkl_cpu.c is not built (pip install -e .)",
+              file=sys.stderr)
+        return 2
     if not (args.deepmd_venv / "bin" / "dp").is_file():
         print(f"DeePMD-kit not found in {args.deepmd_venv}; run "
               "../shared/bench/install-deepmd-kit.sh first", file=sys.stderr)
         return 2
     args.workdir.mkdir(parents=True, exist_ok=True)
     result = dict(threads=args.threads, concurrent=not args.sequential, steps=args.steps,
+                  dpengine_mkl_avx512=_dpengine_mkl_avx512(),
+                  deepmd_mkl_avx512=args.deepmd_mkl_avx512,
                   machine=os.uname().nodename, load_average_start=os.getloadavg())
+    print(f"MKL's AVX-512 kernels (AMD CPU): dpengine "
+          f"{'yes' if result['dpengine_mkl_avx512'] else 'no'}, DeePMD-kit "
+          f"{'yes' if args.deepmd_mkl_avx512 else 'no'}", flush=True)
     disp = max(1, args.steps // 20)
     rounds = []
     for k in range(args.repeats):

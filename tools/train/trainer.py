@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import dpengine
 from dpengine.backend import keep_freed_memory
 from dpengine.deeppot import SEL_CAP_RULE
 
@@ -123,7 +124,9 @@ class Trainer:
         self.log(f"set-up {self.setup_seconds:.1f} s: {len(self.train_systems)} training and "
                  f"{len(self.valid_systems)} validation systems, "
                  f"{sum(s.n_frames for s in self.train_systems)} training frames, "
-                 f"sel {self.sel}, kept slots per type {self.train_caches[0].widths}")
+                 f"sel {self.sel}, kept slots per type {self.train_caches[0].widths}"
+                 + ("; MKL's AVX-512 kernels (AMD CPU; DPENGINE_MKL_AVX512=0 turns them off)"
+                    if dpengine.MKL_AVX512_ON_AMD else ""))
 
     # ----------------------------------------------------------------- set-up helpers
     def _choose_sel(self, state) -> list[int]:
