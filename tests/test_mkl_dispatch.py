@@ -42,7 +42,8 @@ def _mkl_run(env_value: str) -> tuple[str, str]:
     env = dict(os.environ, MKL_VERBOSE="1", **{mkl_dispatch.ENV: env_value})
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, cwd=Path(__file__).parent).stdout
-    banner = next((line for line in out.splitlines() if "oneMKL" in line or "MKL_VERBOSE Intel" in line), "")
+    banner = next((line for line in out.splitlines()
+                   if "oneMKL" in line or "MKL_VERBOSE Intel" in line), "")
     return banner, out.splitlines()[-1]
 
 

@@ -97,8 +97,9 @@ class Monitored:
         self.lines: list[tuple[float, str]] = []
         self.cpu: list[tuple[float, float]] = []
         self.log = open(work / "train.log", "w")
-        self.proc = subprocess.Popen(argv, cwd=work, env=_env(threads, preload), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.proc = subprocess.Popen(argv, cwd=work, env=_env(threads, preload),
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     bufsize=1)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._reader.start()
