@@ -64,7 +64,7 @@ def enable(environ=os.environ) -> bool:
     docstring); returns whether MKL will now choose its kernels by instruction set."""
     if environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return False
-    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+    if sys.platform != "linux" or platform.machine() != "x86_64":
         return False
     if "torch" in sys.modules:           # MKL is loaded and has already chosen
         return False
