@@ -49,6 +49,7 @@ import threading
 import time
 from pathlib import Path
 
+import dpengine  # (its import makes the choice the training processes make)
 from dpengine import mkl_dispatch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -251,14 +252,6 @@ def run_pair(args, tag: str, steps_dp: int, steps_dpe: int, disp_dp: int, disp_d
     return work / "deepmd", work / "dpengine", rates(jobs)
 
 
-def _dpengine_mkl_avx512() -> bool:
-    """Whether a dpengine process started here runs MKL's AVX-512 kernels (AMD CPUs)."""
-    code = "import dpengine; print(dpengine.MKL_AVX512_ON_AMD)"
-    out = subprocess.run([sys.executable, "-c", code], env=_env(1), capture_output=True,
-                         text=True, check=True).stdout
-    return out.strip().endswith("True")
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--deepmd-venv", type=Path, default=Path("/tmp/venv-deepmd"))
@@ -286,7 +279,7 @@ def main(argv=None) -> int:
         return 2
     args.workdir.mkdir(parents=True, exist_ok=True)
     result = dict(threads=args.threads, concurrent=not args.sequential, steps=args.steps,
-                  dpengine_mkl_avx512=_dpengine_mkl_avx512(),
+                  dpengine_mkl_avx512=dpengine.MKL_AVX512_ON_AMD,   # as in its training processes
                   deepmd_mkl_avx512=args.deepmd_mkl_avx512,
                   machine=os.uname().nodename, load_average_start=os.getloadavg())
     print(f"MKL's AVX-512 kernels (AMD CPU): dpengine "
